@@ -1,0 +1,50 @@
+//! The one error type of the HTTP API: a status and a Matrix `errcode`, as JSON.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub errcode: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, errcode: &'static str, message: impl Into<String>) -> Self {
+        Self { status, errcode, message: message.into() }
+    }
+
+    pub fn unauthorized() -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "M_UNAUTHORIZED", "missing hs_token (Authorization: Bearer …)")
+    }
+
+    pub fn forbidden() -> Self {
+        Self::new(StatusCode::FORBIDDEN, "M_FORBIDDEN", "wrong hs_token")
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "M_NOT_FOUND", message)
+    }
+
+    pub fn unrecognized(status: StatusCode) -> Self {
+        Self::new(status, "M_UNRECOGNIZED", "unrecognized request")
+    }
+
+    /// An internal failure: the details go to the log, the caller gets a generic message.
+    pub fn internal(context: &str, err: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %err, "{context}");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "M_UNKNOWN", format!("{context}; see the agent's log"))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if self.status.is_client_error() {
+            tracing::debug!(status = %self.status, errcode = self.errcode, "request refused");
+        }
+        let body = serde_json::json!({ "errcode": self.errcode, "error": self.message });
+        (self.status, Json(body)).into_response()
+    }
+}

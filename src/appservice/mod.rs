@@ -1,0 +1,45 @@
+//! The HTTP server the homeserver talks to (axum): transactions, ping, user and room queries,
+//! health, and a JSON `M_UNRECOGNIZED` for everything else.
+
+mod auth;
+mod error;
+mod queries;
+mod transactions;
+
+pub use auth::HomeserverAuth;
+pub use error::ApiError;
+
+use crate::matrix::MatrixClient;
+use crate::registration::Namespace;
+use crate::secret::Secret;
+use crate::store::Store;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::routing::{get, post, put};
+use std::sync::Arc;
+use tokio::sync::Notify;
+
+/// What the HTTP handlers need; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub matrix: MatrixClient,
+    pub namespace: Arc<Namespace>,
+    pub hs_token: Secret,
+    /// Woken after new events are stored, so the dispatcher does not wait for its next poll.
+    pub inbox_signal: Arc<Notify>,
+}
+
+pub fn router(state: AppState, max_body_bytes: usize) -> Router {
+    Router::new()
+        .route("/_matrix/app/v1/transactions/{txn_id}", put(transactions::put_transaction))
+        .route("/_matrix/app/v1/ping", post(queries::ping))
+        .route("/_matrix/app/v1/users/{user_id}", get(queries::query_user))
+        .route("/_matrix/app/v1/rooms/{alias}", get(queries::query_room_alias))
+        .route("/health", get(queries::health))
+        .fallback(|| async { ApiError::unrecognized(StatusCode::NOT_FOUND) })
+        .method_not_allowed_fallback(|| async { ApiError::unrecognized(StatusCode::METHOD_NOT_ALLOWED) })
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .with_state(state)
+}

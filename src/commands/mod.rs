@@ -1,0 +1,125 @@
+//! Chat commands in two phases: [`parse`] turns a message body into a [`Command`] (pure,
+//! table-tested), [`execute`] produces the one reply (invariant 3).
+
+use crate::strings;
+
+/// A parsed command. Adding a command = one arm here, one in [`parse`], one in [`execute`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Help,
+    Ping,
+    /// `!name` that is not a command.
+    Unknown {
+        name: String,
+    },
+    /// A known command used wrongly; `reason` says how.
+    Invalid {
+        reason: String,
+    },
+}
+
+/// Commands that exist. A `/name` message counts as a command only for these, so a message
+/// that starts with a path (`/etc/hosts is …`) is not answered.
+const KNOWN: &[&str] = &["help", "ping"];
+
+/// Parses a message body; `None` when it is not a command at all.
+pub fn parse(body: &str) -> Option<Command> {
+    let body = strip_reply_fallback(body).trim_start();
+    let (prefix, rest) = body.split_at(body.chars().next().filter(|c| *c == '!' || *c == '/')?.len_utf8());
+    let mut words = rest.split_whitespace();
+    let name = words.next().filter(|_| !rest.starts_with(char::is_whitespace))?;
+    if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        return None;
+    }
+    let name = name.to_ascii_lowercase();
+    if prefix == "/" && !KNOWN.contains(&name.as_str()) {
+        return None;
+    }
+    let args: Vec<&str> = words.collect();
+    Some(match name.as_str() {
+        "help" | "ping" if !args.is_empty() => Command::Invalid { reason: strings::takes_no_arguments(&name) },
+        "help" => Command::Help,
+        "ping" => Command::Ping,
+        _ => Command::Unknown { name },
+    })
+}
+
+/// What the command needs to know about the message that carried it.
+pub struct Invocation {
+    /// Milliseconds between the message's timestamp and now, if known.
+    pub lag_ms: Option<i64>,
+}
+
+/// The reply text for a command.
+pub fn execute(command: &Command, invocation: &Invocation) -> String {
+    match command {
+        Command::Help => strings::help(),
+        Command::Ping => strings::pong(invocation.lag_ms),
+        Command::Unknown { name } => strings::unknown_command(name),
+        Command::Invalid { reason } => strings::invalid_command(reason),
+    }
+}
+
+/// Drops the `> <@user> quoted` lines some clients put before the text of a reply.
+fn strip_reply_fallback(body: &str) -> &str {
+    if !body.starts_with("> ") {
+        return body;
+    }
+    let mut rest = body;
+    while let Some(line_end) = rest.find('\n') {
+        if !rest.starts_with("> ") && !rest.starts_with(">\n") {
+            break;
+        }
+        rest = &rest[line_end + 1..];
+    }
+    if rest.starts_with("> ") { body } else { rest }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_table() {
+        let invalid = |name: &str| Some(Command::Invalid { reason: strings::takes_no_arguments(name) });
+        let unknown = |name: &str| Some(Command::Unknown { name: name.into() });
+        let cases: &[(&str, &str, Option<Command>)] = &[
+            ("ping", "!ping", Some(Command::Ping)),
+            ("slash ping", "/ping", Some(Command::Ping)),
+            ("upper case", "!PING", Some(Command::Ping)),
+            ("leading space", "  !help", Some(Command::Help)),
+            ("trailing newline", "!help\n", Some(Command::Help)),
+            ("trailing junk", "!ping now", invalid("ping")),
+            ("no loose prefix match", "!pingpong", unknown("pingpong")),
+            ("unknown bang", "!frobnicate", unknown("frobnicate")),
+            ("unknown slash is text", "/frobnicate", None),
+            ("path is text", "/etc/hosts is broken", None),
+            ("plain text", "hello !ping", None),
+            ("bang alone", "!", None),
+            ("bang space", "! ping", None),
+            ("exclamations", "!!!", None),
+            ("emphasis", "!important: read this", None),
+            ("empty", "", None),
+            ("reply fallback", "> <@bob:x.y> hi\n> there\n\n!ping", Some(Command::Ping)),
+        ];
+        for (name, body, want) in cases {
+            assert_eq!(&parse(body), want, "case {name}: {body:?}");
+        }
+    }
+
+    #[test]
+    fn every_command_has_exactly_one_reply() {
+        let inv = Invocation { lag_ms: Some(12) };
+        assert!(execute(&Command::Ping, &inv).starts_with("pong"));
+        assert!(execute(&Command::Ping, &inv).contains("12 ms"));
+        assert!(execute(&Command::Help, &inv).contains("!ping"));
+        assert!(execute(&Command::Unknown { name: "x".into() }, &inv).contains("!help"));
+    }
+
+    #[test]
+    fn help_lists_every_known_command() {
+        for name in KNOWN {
+            assert!(strings::help().contains(&format!("`!{name}`")), "{name} missing from help");
+        }
+    }
+}

@@ -1,0 +1,522 @@
+//! Typed configuration: a TOML file, then `CONCLAVE_<SECTION>__<KEY>` environment overrides,
+//! validated once at start. Every error names the key and the variable that overrides it.
+
+use crate::secret::Secret;
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use ruma::{OwnedServerName, OwnedUserId, UserId};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Prefix of every environment override.
+pub const ENV_PREFIX: &str = "CONCLAVE_";
+/// Environment variable naming the config file when `--config` is not given.
+pub const CONFIG_ENV: &str = "CONCLAVE_CONFIG";
+/// Config file used when neither `--config` nor `$CONCLAVE_CONFIG` is given.
+pub const DEFAULT_CONFIG_PATH: &str = "./conclave.toml";
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub homeserver: Homeserver,
+    pub appservice: Appservice,
+    #[serde(default)]
+    pub database: Database,
+    #[serde(default)]
+    pub access: Access,
+    #[serde(default)]
+    pub dispatch: Dispatch,
+    #[serde(default)]
+    pub llm: Llm,
+    #[serde(default)]
+    pub planka: Planka,
+    #[serde(default)]
+    pub chroma: Chroma,
+    #[serde(default)]
+    pub browser: Browser,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Homeserver {
+    /// Client-server API base URL. Default `http://127.0.0.1:8008`.
+    #[serde(default = "default_homeserver_url")]
+    pub url: String,
+    /// The homeserver's name, the part after `:` in user ids. Required.
+    pub server_name: String,
+    /// Timeout of one client-server request, in seconds. Default 30.
+    #[serde(default = "default_request_timeout")]
+    pub timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Appservice {
+    /// Registration id. Default `conclave-agent`.
+    #[serde(default = "default_appservice_id")]
+    pub id: String,
+    /// Where Synapse's transactions arrive. Default `127.0.0.1:9009`.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// What the registration tells Synapse to call. Default `http://127.0.0.1:9009`.
+    #[serde(default = "default_appservice_url")]
+    pub url: String,
+    /// Token the agent presents to the homeserver. Required.
+    pub as_token: Secret,
+    /// Token the homeserver presents to the agent. Required, different from `as_token`.
+    pub hs_token: Secret,
+    /// Localpart of the agent user. Default `agent`.
+    #[serde(default = "default_sender_localpart")]
+    pub sender_localpart: String,
+    /// Localpart prefix of the ghost users (`@agent-pi`). Default `agent-`.
+    #[serde(default = "default_ghost_prefix")]
+    pub ghost_prefix: String,
+    /// Display name of the agent user. Default `Agent`.
+    #[serde(default = "default_display_name")]
+    pub display_name: String,
+    /// Largest transaction body accepted, in bytes. Default 32 MiB.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Database {
+    /// `sqlite://path` (created if missing) or `postgres://user:pw@host/db`.
+    /// Default `sqlite://./data/conclave-agent.db`.
+    pub url: Secret,
+}
+
+impl Default for Database {
+    fn default() -> Self {
+        Self { url: Secret::new("sqlite://./data/conclave-agent.db") }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Access {
+    /// Glob patterns (`*`, `?`) of users who may invite and command the agent.
+    /// Default: everyone on this homeserver (`@*:<server_name>`).
+    #[serde(default)]
+    pub users: Option<Vec<String>>,
+    /// Glob patterns of users who may run admin commands. Default none.
+    #[serde(default)]
+    pub admins: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dispatch {
+    /// Rooms processed at once (events within one room are always processed in order). Default 8.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    /// Attempts at one event before it is set aside as a dead letter (failed attempts back off
+    /// exponentially up to 5 minutes, so the default covers about an hour of homeserver outage). Default 20.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+}
+
+impl Default for Dispatch {
+    fn default() -> Self {
+        Self { concurrency: default_concurrency(), max_attempts: default_max_attempts() }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Llm {
+    pub base_url: String,
+    pub api_key: Secret,
+    pub chat_model: String,
+    pub embedding_base_url: String,
+    pub embedding_model: String,
+    pub timeout_secs: u64,
+}
+
+impl Default for Llm {
+    fn default() -> Self {
+        Self {
+            base_url: "http://127.0.0.1:11434/v1".into(),
+            api_key: Secret::default(),
+            chat_model: "llama3.1:8b".into(),
+            embedding_base_url: String::new(),
+            embedding_model: "nomic-embed-text".into(),
+            timeout_secs: 120,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Planka {
+    pub url: String,
+    pub public_url: String,
+    pub api_key: Secret,
+    pub username: String,
+    pub password: Secret,
+    pub webhook_token: Secret,
+}
+
+impl Default for Planka {
+    fn default() -> Self {
+        Self {
+            url: "http://127.0.0.1:1337".into(),
+            public_url: String::new(),
+            api_key: Secret::default(),
+            username: String::new(),
+            password: Secret::default(),
+            webhook_token: Secret::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Chroma {
+    pub url: String,
+    pub tenant: String,
+    pub database: String,
+    pub collection: String,
+    pub token: Secret,
+}
+
+impl Default for Chroma {
+    fn default() -> Self {
+        Self {
+            url: "http://127.0.0.1:8000".into(),
+            tenant: "default_tenant".into(),
+            database: "default_database".into(),
+            collection: "conclave_messages".into(),
+            token: Secret::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Browser {
+    pub cdp_url: String,
+    pub chromium_path: String,
+    pub allow_hosts: Vec<String>,
+}
+
+impl Default for Browser {
+    fn default() -> Self {
+        Self {
+            cdp_url: "http://127.0.0.1:9222".into(),
+            chromium_path: "/usr/bin/chromium".into(),
+            allow_hosts: Vec::new(),
+        }
+    }
+}
+
+// `#[serde(default)]` on a whole section cannot coexist with required keys, so the
+// sections with required keys name each default here.
+fn default_homeserver_url() -> String {
+    "http://127.0.0.1:8008".into()
+}
+fn default_request_timeout() -> u64 {
+    30
+}
+fn default_appservice_id() -> String {
+    "conclave-agent".into()
+}
+fn default_listen() -> String {
+    "127.0.0.1:9009".into()
+}
+fn default_appservice_url() -> String {
+    "http://127.0.0.1:9009".into()
+}
+fn default_sender_localpart() -> String {
+    "agent".into()
+}
+fn default_ghost_prefix() -> String {
+    "agent-".into()
+}
+fn default_display_name() -> String {
+    "Agent".into()
+}
+fn default_max_body_bytes() -> usize {
+    32 * 1024 * 1024
+}
+fn default_concurrency() -> usize {
+    8
+}
+fn default_max_attempts() -> u32 {
+    20
+}
+
+/// A configuration problem, always tied to the key that causes it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {path} not found (create one with `conclave-agent init`)")]
+    NotFound { path: PathBuf },
+    #[error("config key `{key}` (env {env}): {reason}")]
+    Key { key: String, env: String, reason: String },
+    #[error("config: {0}")]
+    Other(String),
+}
+
+impl ConfigError {
+    fn key(key: &str, reason: impl Into<String>) -> Self {
+        Self::Key { key: key.to_owned(), env: env_var_for(key), reason: reason.into() }
+    }
+
+    fn from_figment(err: figment::Error) -> Self {
+        // Report the first problem. figment's path names the key, except for a missing field,
+        // whose name is only in the kind.
+        let err = err.into_iter().next().expect("figment errors are never empty");
+        let mut path = err.path.clone();
+        if let figment::error::Kind::MissingField(f) = &err.kind {
+            path.push(f.to_string());
+        }
+        if path.is_empty() {
+            return Self::Other(err.to_string());
+        }
+        Self::key(&path.join("."), err.kind.to_string())
+    }
+}
+
+/// `appservice.as_token` → `CONCLAVE_APPSERVICE__AS_TOKEN`.
+pub fn env_var_for(key: &str) -> String {
+    format!("{ENV_PREFIX}{}", key.replace('.', "__").to_uppercase())
+}
+
+/// The config path to use: `--config`, then `$CONCLAVE_CONFIG`, then `./conclave.toml`.
+pub fn resolve_path(flag: Option<PathBuf>) -> PathBuf {
+    flag.or_else(|| std::env::var_os(CONFIG_ENV).map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH))
+}
+
+impl Config {
+    /// Reads `path`, applies environment overrides and validates the result.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        if !path.exists() {
+            return Err(ConfigError::NotFound { path: path.to_owned() });
+        }
+        Self::from_figment(Figment::new().merge(Toml::file_exact(path)))
+    }
+
+    /// Parses TOML text (with environment overrides): for `init` and for tests.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        Self::from_figment(Figment::new().merge(Toml::string(text)))
+    }
+
+    fn from_figment(base: Figment) -> Result<Self, ConfigError> {
+        let env = Env::prefixed(ENV_PREFIX).split("__").filter(|k| k.as_str() != "config");
+        let config: Config = base.merge(env).extract().map_err(ConfigError::from_figment)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        http_url("homeserver.url", &self.homeserver.url)?;
+        self.server_name()?;
+        positive("homeserver.timeout_secs", self.homeserver.timeout_secs)?;
+        let a = &self.appservice;
+        non_empty("appservice.id", &a.id)?;
+        self.listen_addr()?;
+        http_url("appservice.url", &a.url)?;
+        non_empty("appservice.as_token", a.as_token.expose())?;
+        non_empty("appservice.hs_token", a.hs_token.expose())?;
+        if a.as_token == a.hs_token {
+            return Err(ConfigError::key("appservice.hs_token", "must differ from appservice.as_token"));
+        }
+        self.sender_user_id()?;
+        non_empty("appservice.ghost_prefix", &a.ghost_prefix)?;
+        if !crate::registration::is_conforming_localpart(&a.ghost_prefix) {
+            return Err(ConfigError::key(
+                "appservice.ghost_prefix",
+                "use only a-z, 0-9 and . _ = - / + (Matrix user id grammar)",
+            ));
+        }
+        if a.max_body_bytes < 1024 {
+            return Err(ConfigError::key("appservice.max_body_bytes", "must be at least 1024"));
+        }
+        crate::store::DbKind::from_url(self.database.url.expose())
+            .map_err(|reason| ConfigError::key("database.url", reason))?;
+        for (i, p) in self.access_users().iter().enumerate() {
+            crate::access::Pattern::parse(p).map_err(|r| ConfigError::key(&format!("access.users[{i}]"), r))?;
+        }
+        for (i, p) in self.access.admins.iter().enumerate() {
+            crate::access::Pattern::parse(p).map_err(|r| ConfigError::key(&format!("access.admins[{i}]"), r))?;
+        }
+        positive("dispatch.concurrency", self.dispatch.concurrency as u64)?;
+        positive("dispatch.max_attempts", u64::from(self.dispatch.max_attempts))?;
+        http_url("llm.base_url", &self.llm.base_url)?;
+        optional_http_url("llm.embedding_base_url", &self.llm.embedding_base_url)?;
+        positive("llm.timeout_secs", self.llm.timeout_secs)?;
+        http_url("planka.url", &self.planka.url)?;
+        optional_http_url("planka.public_url", &self.planka.public_url)?;
+        http_url("chroma.url", &self.chroma.url)?;
+        optional_http_url("browser.cdp_url", &self.browser.cdp_url)?;
+        Ok(())
+    }
+
+    pub fn server_name(&self) -> Result<OwnedServerName, ConfigError> {
+        OwnedServerName::try_from(self.homeserver.server_name.as_str())
+            .map_err(|e| ConfigError::key("homeserver.server_name", format!("not a valid server name: {e}")))
+    }
+
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.appservice
+            .listen
+            .parse()
+            .map_err(|e| ConfigError::key("appservice.listen", format!("not an address like 127.0.0.1:9009: {e}")))
+    }
+
+    pub fn sender_user_id(&self) -> Result<OwnedUserId, ConfigError> {
+        if !crate::registration::is_conforming_localpart(&self.appservice.sender_localpart) {
+            return Err(ConfigError::key(
+                "appservice.sender_localpart",
+                "use only a-z, 0-9 and . _ = - / + (Matrix user id grammar)",
+            ));
+        }
+        UserId::parse_with_server_name(self.appservice.sender_localpart.as_str(), &self.server_name()?)
+            .map_err(|e| ConfigError::key("appservice.sender_localpart", format!("not a valid localpart: {e}")))
+    }
+
+    /// `access.users`, defaulting to everyone on this homeserver.
+    pub fn access_users(&self) -> Vec<String> {
+        self.access.users.clone().unwrap_or_else(|| vec![format!("@*:{}", self.homeserver.server_name)])
+    }
+
+    /// TOML text of this config, for `init`.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("the config shape always serializes to TOML")
+    }
+}
+
+fn non_empty(key: &str, value: &str) -> Result<(), ConfigError> {
+    if value.trim().is_empty() {
+        return Err(ConfigError::key(key, "must not be empty"));
+    }
+    Ok(())
+}
+
+fn positive(key: &str, value: u64) -> Result<(), ConfigError> {
+    if value == 0 {
+        return Err(ConfigError::key(key, "must be greater than 0"));
+    }
+    Ok(())
+}
+
+fn http_url(key: &str, value: &str) -> Result<(), ConfigError> {
+    let url = url::Url::parse(value).map_err(|e| ConfigError::key(key, format!("not a URL ({e}): {value:?}")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(ConfigError::key(key, format!("must be an http:// or https:// URL, got {value:?}")));
+    }
+    Ok(())
+}
+
+fn optional_http_url(key: &str, value: &str) -> Result<(), ConfigError> {
+    if value.is_empty() { Ok(()) } else { http_url(key, value) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) const MINIMAL: &str = r#"
+        [homeserver]
+        server_name = "conclave.local"
+        [appservice]
+        as_token = "as-secret-1"
+        hs_token = "hs-secret-2"
+    "#;
+
+    fn key_of(err: ConfigError) -> String {
+        match err {
+            ConfigError::Key { key, env, .. } => {
+                assert_eq!(env, env_var_for(&key));
+                key
+            }
+            other => panic!("expected a key error, got {other}"),
+        }
+    }
+
+    #[test]
+    fn minimal_config_gets_the_documented_defaults() {
+        let c = Config::from_toml(MINIMAL).unwrap();
+        assert_eq!(c.homeserver.url, "http://127.0.0.1:8008");
+        assert_eq!(c.appservice.listen, "127.0.0.1:9009");
+        assert_eq!(c.appservice.sender_localpart, "agent");
+        assert_eq!(c.appservice.ghost_prefix, "agent-");
+        assert_eq!(c.database.url.expose(), "sqlite://./data/conclave-agent.db");
+        assert_eq!(c.access_users(), vec!["@*:conclave.local".to_string()]);
+        assert_eq!(c.chroma.collection, "conclave_messages");
+        assert_eq!(c.sender_user_id().unwrap().as_str(), "@agent:conclave.local");
+    }
+
+    #[test]
+    fn each_bad_value_names_its_key() {
+        let cases = [
+            ("listen", "[appservice]\nlisten = \"nonsense\"", "appservice.listen"),
+            ("url", "[homeserver]\nurl = \"ftp://x\"", "homeserver.url"),
+            ("db", "[database]\nurl = \"mysql://x\"", "database.url"),
+            ("localpart", "[appservice]\nsender_localpart = \"Bad Name\"", "appservice.sender_localpart"),
+            ("glob", "[access]\nusers = [\"nobody\"]", "access.users[0]"),
+            ("concurrency", "[dispatch]\nconcurrency = 0", "dispatch.concurrency"),
+            ("unknown", "[appservice]\nas_tokn = \"x\"", "appservice.as_tokn"),
+            ("type", "[homeserver]\ntimeout_secs = \"soon\"", "homeserver.timeout_secs"),
+        ];
+        for (name, extra, key) in cases {
+            // Later keys in the same table override: append the bad key to a valid base.
+            let text = merge(MINIMAL, extra);
+            let err = Config::from_toml(&text).expect_err(name);
+            assert_eq!(key_of(err), key, "case {name}");
+        }
+    }
+
+    #[test]
+    fn missing_required_key_is_named() {
+        let err = Config::from_toml("[homeserver]\nserver_name = \"x.y\"\n[appservice]\nas_token = \"a\"").unwrap_err();
+        assert_eq!(key_of(err), "appservice.hs_token");
+    }
+
+    #[test]
+    fn equal_tokens_are_refused() {
+        let text = MINIMAL.replace("hs-secret-2", "as-secret-1");
+        assert_eq!(key_of(Config::from_toml(&text).unwrap_err()), "appservice.hs_token");
+    }
+
+    #[test]
+    fn debug_output_hides_secrets() {
+        let c = Config::from_toml(MINIMAL).unwrap();
+        let dump = format!("{c:?}");
+        assert!(!dump.contains("as-secret-1") && !dump.contains("hs-secret-2"), "{dump}");
+    }
+
+    #[test]
+    fn toml_round_trip_keeps_every_value() {
+        let c = Config::from_toml(MINIMAL).unwrap();
+        let again = Config::from_toml(&c.to_toml()).unwrap();
+        assert_eq!(format!("{c:?}"), format!("{again:?}"));
+        assert_eq!(again.appservice.as_token.expose(), "as-secret-1");
+    }
+
+    #[test]
+    fn env_var_names_follow_the_contract() {
+        assert_eq!(env_var_for("llm.base_url"), "CONCLAVE_LLM__BASE_URL");
+    }
+
+    /// Appends `extra`'s keys into the matching tables of `base`.
+    fn merge(base: &str, extra: &str) -> String {
+        let mut lines: Vec<String> = base.lines().map(|l| l.trim().to_string()).collect();
+        let mut table = String::new();
+        for line in extra.lines() {
+            if line.starts_with('[') {
+                table = line.to_string();
+                if !lines.contains(&table) {
+                    lines.push(table.clone());
+                }
+                continue;
+            }
+            let pos = lines.iter().position(|l| *l == table).unwrap();
+            lines.insert(pos + 1, line.to_string());
+        }
+        lines.join("\n")
+    }
+}

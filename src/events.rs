@@ -1,0 +1,138 @@
+//! One inbox event → its effects: membership (join/reject/forget), commands, the encrypted-room
+//! notice. Replies carry txn ids derived from the triggering event, so a replay after a crash is
+//! deduplicated by the homeserver.
+
+use crate::commands::{self, Invocation};
+use crate::context::Context;
+use crate::matrix::{MatrixError, notice_reply, txn_id_for};
+use crate::store::{InboxItem, StoreError, now_ms};
+use crate::strings;
+use ruma::events::room::encrypted::OriginalRoomEncryptedEvent;
+use ruma::events::room::member::{MembershipState, OriginalRoomMemberEvent};
+use ruma::events::room::message::{MessageType, OriginalRoomMessageEvent, Relation, RoomMessageEventContent};
+use ruma::events::{AnyMessageLikeEvent, AnyStateEvent, AnyTimelineEvent, MessageLikeEvent, StateEvent};
+use ruma::{RoomId, UserId};
+
+#[derive(Debug, thiserror::Error)]
+pub enum HandleError {
+    #[error(transparent)]
+    Matrix(#[from] MatrixError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl HandleError {
+    /// Worth retrying later: the homeserver or the database may come back.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Matrix(e) => e.is_transient(),
+            Self::Store(_) => true,
+        }
+    }
+}
+
+#[tracing::instrument(skip_all, fields(room_id = %item.room_id, event_id = %item.event_id))]
+pub async fn handle(ctx: &Context, item: &InboxItem) -> Result<(), HandleError> {
+    let event = match serde_json::from_str::<AnyTimelineEvent>(&item.event) {
+        Ok(event) => event,
+        Err(e) => {
+            tracing::warn!(error = %e, "ignoring an event that does not parse");
+            return Ok(());
+        }
+    };
+    match event {
+        AnyTimelineEvent::State(AnyStateEvent::RoomMember(StateEvent::Original(ev))) => membership(ctx, &ev).await,
+        AnyTimelineEvent::MessageLike(AnyMessageLikeEvent::RoomMessage(MessageLikeEvent::Original(ev))) => {
+            message(ctx, &ev).await
+        }
+        AnyTimelineEvent::MessageLike(AnyMessageLikeEvent::RoomEncrypted(MessageLikeEvent::Original(ev))) => {
+            encrypted(ctx, &ev).await
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Invites to our users are accepted from allowed users and rejected otherwise; our own joins
+/// and leaves keep the room state current.
+async fn membership(ctx: &Context, ev: &OriginalRoomMemberEvent) -> Result<(), HandleError> {
+    let Ok(target) = <&UserId>::try_from(ev.state_key.as_str()) else { return Ok(()) };
+    if !ctx.namespace.is_ours(target) {
+        return Ok(());
+    }
+    let room = &ev.room_id;
+    let is_sender = target == ctx.namespace.sender();
+    match ev.content.membership {
+        MembershipState::Invite if ctx.access.is_user(&ev.sender) => {
+            tracing::info!(inviter = %ev.sender, user = %target, "accepting invite");
+            match ctx.matrix.join(target, room).await {
+                Ok(()) if is_sender => ctx.store.room_set_joined(room.as_str(), true).await?,
+                Ok(()) => {}
+                // The room is gone or the invite withdrawn: nothing to retry.
+                Err(e) if !e.is_transient() => tracing::warn!(error = %e, "cannot join the room"),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        MembershipState::Invite => {
+            tracing::info!(inviter = %ev.sender, user = %target, "rejecting invite from a user not in access.users");
+            if let Err(e) = ctx.matrix.leave(target, room).await {
+                if e.is_transient() {
+                    return Err(e.into());
+                }
+                tracing::warn!(error = %e, "cannot reject the invite");
+            }
+        }
+        MembershipState::Join if is_sender => ctx.store.room_set_joined(room.as_str(), true).await?,
+        MembershipState::Leave | MembershipState::Ban if is_sender => {
+            tracing::info!(by = %ev.sender, "left the room; forgetting its state");
+            ctx.store.room_forget(room.as_str()).await?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+async fn message(ctx: &Context, ev: &OriginalRoomMessageEvent) -> Result<(), HandleError> {
+    // Never react to ourselves or to notices (other bots'), so no loops (invariant 2).
+    if ctx.namespace.is_ours(&ev.sender) {
+        return Ok(());
+    }
+    let MessageType::Text(text) = &ev.content.msgtype else { return Ok(()) };
+    // An edit is not a new command.
+    if matches!(ev.content.relates_to, Some(Relation::Replacement(_))) {
+        return Ok(());
+    }
+    let Some(command) = commands::parse(&text.body) else { return Ok(()) };
+    let reply = if ctx.access.is_user(&ev.sender) {
+        let lag = now_ms() - i64::from(ev.origin_server_ts.get());
+        commands::execute(&command, &Invocation { lag_ms: (lag >= 0).then_some(lag) })
+    } else {
+        tracing::info!(sender = %ev.sender, "command from a user not in access.users");
+        strings::not_allowed()
+    };
+    reply_to(ctx, ev, &reply).await
+}
+
+/// Sends the one reply to `trigger`, as the agent user.
+async fn reply_to(ctx: &Context, trigger: &OriginalRoomMessageEvent, markdown: &str) -> Result<(), HandleError> {
+    let txn = txn_id_for(trigger.event_id.as_str(), "reply");
+    ctx.matrix.send_message(ctx.namespace.sender(), &trigger.room_id, &txn, &notice_reply(markdown, trigger)).await?;
+    Ok(())
+}
+
+/// One notice per room that encrypted messages cannot be read yet — not one per message.
+async fn encrypted(ctx: &Context, ev: &OriginalRoomEncryptedEvent) -> Result<(), HandleError> {
+    if ctx.namespace.is_ours(&ev.sender) || ctx.store.encrypted_notice_sent(ev.room_id.as_str()).await? {
+        return Ok(());
+    }
+    send_room_notice(ctx, &ev.room_id, "encrypted-notice", &strings::encrypted_room_notice()).await?;
+    // Marked only after sending: a crash in between replays with the same txn id (deduplicated).
+    ctx.store.mark_encrypted_notice_sent(ev.room_id.as_str()).await?;
+    Ok(())
+}
+
+async fn send_room_notice(ctx: &Context, room: &RoomId, purpose: &str, markdown: &str) -> Result<(), HandleError> {
+    let txn = txn_id_for(room.as_str(), purpose);
+    let content = RoomMessageEventContent::notice_markdown(markdown);
+    ctx.matrix.send_message(ctx.namespace.sender(), room, &txn, &content).await?;
+    Ok(())
+}

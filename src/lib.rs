@@ -1,0 +1,33 @@
+//! # conclave-agent
+//!
+//! A Matrix application service that gives the Conclave workspace its `@agent`.
+//!
+//! ## Layout (dependencies point up this list)
+//! - [`secret`], [`config`], [`access`], [`registration`]: typed, validated configuration; the
+//!   user namespace and the Synapse registration derived from it.
+//! - [`store`]: SQLite or PostgreSQL through one `sqlx::Any` path: seen txn ids, the durable
+//!   inbox, room state.
+//! - [`matrix`]: the homeserver client (ruma typed requests, identity assertion, retries).
+//! - [`commands`], [`strings`]: chat commands (pure parse, then execute) and all user-facing text.
+//! - [`events`], [`dispatch`]: inbox → per-room ordered handling → replies.
+//! - [`appservice`]: the HTTP API the homeserver calls (axum).
+//! - [`service`], [`ops`]: `serve`, and the one-shot CLI operations.
+//!
+//! ## The data path
+//! homeserver → `PUT /transactions` → one db transaction (txn id + events) → 200 →
+//! dispatcher → handler → reply with a txn id derived from the trigger.
+
+pub mod access;
+pub mod appservice;
+pub mod commands;
+pub mod config;
+pub mod context;
+pub mod dispatch;
+pub mod events;
+pub mod matrix;
+pub mod ops;
+pub mod registration;
+pub mod secret;
+pub mod service;
+pub mod store;
+pub mod strings;

@@ -1,0 +1,100 @@
+//! The command line; everything it does lives in the library.
+
+use clap::{Parser, Subcommand};
+use conclave_agent::config::{self, Config};
+use conclave_agent::{ops, service};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "conclave-agent", version, about = "The Conclave workspace's Matrix agent (an application service)")]
+struct Cli {
+    /// Config file [default: $CONCLAVE_CONFIG, then ./conclave.toml]
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Write a starter config with fresh random tokens (mode 0600).
+    Init {
+        #[arg(long)]
+        server_name: String,
+        #[arg(long)]
+        homeserver_url: String,
+        /// Where to write it [default: the config path]
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Overwrite an existing file.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Print (or write, mode 0600) the Synapse registration derived from the config.
+    Registration {
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Run the appservice.
+    Serve,
+    /// Probe every configured backend; exit 1 if a required one fails.
+    Check,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let config_path = config::resolve_path(cli.config);
+    let result = match cli.command {
+        Command::Init { server_name, homeserver_url, out, force } => {
+            ops::init(&out.unwrap_or(config_path), &server_name, &homeserver_url, force).map(|()| true)
+        }
+        command => match Config::load(&config_path) {
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+            Ok(config) => run(command, config),
+        },
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command, config: Config) -> anyhow::Result<bool> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    match command {
+        Command::Registration { out } => ops::registration(&config, out.as_deref()).map(|()| true),
+        Command::Check => runtime.block_on(ops::check(&config)),
+        Command::Serve => runtime.block_on(async {
+            let addr = config.listen_addr()?;
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (appservice.listen): {e}"))?;
+            service::serve(config, listener, shutdown_signal()).await.map(|()| true)
+        }),
+        Command::Init { .. } => unreachable!("handled before loading the config"),
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

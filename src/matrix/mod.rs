@@ -1,0 +1,352 @@
+//! Homeserver client: ruma's typed client-server requests over one reqwest client, authenticated
+//! with the as_token and, for ghost users, identity assertion (`?user_id=`).
+//!
+//! Every call has a timeout; 429 (honouring `retry_after_ms`), 5xx and transport errors are
+//! retried with bounded exponential back-off (invariant 7).
+
+mod content;
+mod txn;
+
+pub use content::{edit_content, notice_reply, text_reply};
+pub use txn::txn_id_for;
+
+use crate::secret::Secret;
+use ruma::api::path_builder::{PathBuilder, SinglePath, VersionHistory};
+use ruma::api::{AppserviceUserIdentity, client as cs};
+use ruma::api::{
+    IncomingResponse, MatrixVersion, OutgoingRequest, OutgoingRequestAppserviceExt, SupportedVersions,
+    auth_scheme::{AuthScheme, SendAccessToken},
+};
+use ruma::events::AnyTimelineEvent;
+use ruma::events::room::message::RoomMessageEventContent;
+use ruma::serde::Raw;
+use ruma::{EventId, OwnedEventId, OwnedUserId, RoomId, TransactionId, UInt, UserId};
+use std::borrow::Cow;
+use std::time::Duration;
+
+/// Attempts per request, the first included.
+const MAX_ATTEMPTS: u32 = 5;
+/// First back-off; it doubles per attempt up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+const MAX_BACKOFF: Duration = Duration::from_secs(8);
+/// The longest `retry_after_ms` we honour; longer waits fail the call instead of stalling a room.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum MatrixError {
+    #[error("the homeserver at {url} cannot be reached: {reason}")]
+    Unreachable { url: String, reason: String },
+    #[error("the homeserver did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("the homeserver refused the request ({status} {errcode}): {message}")]
+    Api { status: u16, errcode: String, message: String },
+    #[error("internal error building a homeserver request: {0}")]
+    Build(String),
+    #[error("unexpected homeserver response: {0}")]
+    Response(String),
+}
+
+impl MatrixError {
+    pub fn errcode(&self) -> Option<&str> {
+        match self {
+            Self::Api { errcode, .. } => Some(errcode),
+            _ => None,
+        }
+    }
+
+    /// Worth trying again later (the homeserver is down or overloaded), as opposed to a refusal.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Unreachable { .. } | Self::Timeout(_) => true,
+            Self::Api { status, .. } => *status == 429 || *status >= 500,
+            Self::Build(_) | Self::Response(_) => false,
+        }
+    }
+}
+
+/// Picks the path for an endpoint: versioned endpoints need the server's versions, single-path
+/// ones nothing.
+pub trait PathInput: PathBuilder {
+    fn input(versions: &SupportedVersions) -> Self::Input<'_>;
+}
+
+impl PathInput for VersionHistory {
+    fn input(versions: &SupportedVersions) -> Cow<'_, SupportedVersions> {
+        Cow::Borrowed(versions)
+    }
+}
+
+impl PathInput for SinglePath {
+    fn input(_: &SupportedVersions) {}
+}
+
+#[derive(Clone, Debug)]
+pub struct MatrixClient {
+    http: reqwest::Client,
+    base_url: String,
+    as_token: Secret,
+    timeout: Duration,
+    versions: SupportedVersions,
+}
+
+impl MatrixClient {
+    pub fn new(base_url: &str, as_token: Secret, timeout: Duration) -> Result<Self, MatrixError> {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(Duration::from_secs(5).min(timeout))
+            .user_agent(concat!("conclave-agent/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| MatrixError::Build(e.to_string()))?;
+        // Synapse supports every stable version; ruma then picks each endpoint's newest path.
+        let versions = SupportedVersions {
+            versions: [MatrixVersion::V1_1, MatrixVersion::V1_11].into_iter().collect(),
+            features: Default::default(),
+        };
+        Ok(Self { http, base_url: base_url.trim_end_matches('/').to_owned(), as_token, timeout, versions })
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// Sends one typed request, as `as_user` when given (a ghost) or as the sender user.
+    pub async fn send<R>(&self, request: R, as_user: Option<&UserId>) -> Result<R::IncomingResponse, MatrixError>
+    where
+        R: OutgoingRequest,
+        R::PathBuilder: PathInput,
+        for<'a> R::Authentication: AuthScheme<Input<'a> = SendAccessToken<'a>>,
+    {
+        let identity = as_user.map(AppserviceUserIdentity::new).unwrap_or_default();
+        let mut backoff = FIRST_BACKOFF;
+        let mut attempt = 1;
+        loop {
+            let http_request = request
+                .clone()
+                .try_into_http_request_with_identity::<Vec<u8>>(
+                    &self.base_url,
+                    SendAccessToken::Appservice(self.as_token.expose()),
+                    identity,
+                    R::PathBuilder::input(&self.versions),
+                )
+                .map_err(|e| MatrixError::Build(e.to_string()))?;
+            let endpoint = http_request.uri().path().to_owned();
+            let (err, retry_after) = match self.execute(http_request).await {
+                Ok(response) if response.status().is_success() => {
+                    return R::IncomingResponse::try_from_http_response(response)
+                        .map_err(|e| MatrixError::Response(format!("{endpoint}: {e}")));
+                }
+                Ok(response) => {
+                    let retry_after = retry_after(&response);
+                    (api_error(response), retry_after)
+                }
+                Err(e) => (e, None),
+            };
+            if !err.is_transient() || attempt >= MAX_ATTEMPTS {
+                return Err(err);
+            }
+            let wait = retry_after.map(|d| d.min(MAX_RETRY_AFTER)).unwrap_or(backoff);
+            tracing::debug!(%endpoint, attempt, ?wait, error = %err, "retrying homeserver request");
+            tokio::time::sleep(wait).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+            attempt += 1;
+        }
+    }
+
+    async fn execute(&self, request: http::Request<Vec<u8>>) -> Result<http::Response<Vec<u8>>, MatrixError> {
+        let request = reqwest::Request::try_from(request).map_err(|e| MatrixError::Build(e.to_string()))?;
+        let response = self.http.execute(request).await.map_err(|e| self.transport_error(e))?;
+        let mut builder = http::Response::builder().status(response.status());
+        if let Some(headers) = builder.headers_mut() {
+            *headers = response.headers().clone();
+        }
+        let body = response.bytes().await.map_err(|e| self.transport_error(e))?;
+        builder.body(body.to_vec()).map_err(|e| MatrixError::Response(e.to_string()))
+    }
+
+    fn transport_error(&self, e: reqwest::Error) -> MatrixError {
+        if e.is_timeout() {
+            MatrixError::Timeout(self.timeout)
+        } else {
+            // Without the URL: it is our own base_url, reported separately.
+            MatrixError::Unreachable { url: self.base_url.clone(), reason: error_chain(&e) }
+        }
+    }
+
+    // ---- Intent-style helpers: one per action the agent takes. ----
+
+    /// The homeserver's supported versions (no authentication needed): a cheap liveness probe.
+    pub async fn versions(&self) -> Result<Vec<String>, MatrixError> {
+        Ok(self.send(cs::discovery::get_supported_versions::Request::new(), None).await?.versions)
+    }
+
+    /// Asks the homeserver to ping this appservice; returns the round trip it measured.
+    pub async fn ping_appservice(&self, appservice_id: &str) -> Result<Duration, MatrixError> {
+        let mut request = cs::appservice::request_ping::v1::Request::new(appservice_id.to_owned());
+        request.transaction_id = Some(format!("ping.{}", crate::store::now_ms()).into());
+        Ok(self.send(request, None).await?.duration)
+    }
+
+    /// Registers a user of our namespace; one that exists already is fine.
+    pub async fn ensure_registered(&self, localpart: &str) -> Result<(), MatrixError> {
+        let mut request = cs::account::register::v3::Request::new();
+        request.username = Some(localpart.to_owned());
+        request.login_type = Some(cs::account::register::LoginType::ApplicationService);
+        request.inhibit_login = true;
+        match self.send(request, None).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.errcode() == Some("M_USER_IN_USE") => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub async fn set_display_name(&self, user: &UserId, name: &str) -> Result<(), MatrixError> {
+        // The per-field endpoint every homeserver has; ruma prefers the newer generic one.
+        #[allow(deprecated)]
+        let request = cs::profile::set_display_name::v3::Request::new(user.to_owned(), Some(name.to_owned()));
+        self.send(request, Some(user)).await.map(drop)
+    }
+
+    pub async fn join(&self, user: &UserId, room: &RoomId) -> Result<(), MatrixError> {
+        self.send(cs::membership::join_room_by_id::v3::Request::new(room.to_owned()), Some(user)).await.map(drop)
+    }
+
+    /// Leaves a room, or rejects an invite to it.
+    pub async fn leave(&self, user: &UserId, room: &RoomId) -> Result<(), MatrixError> {
+        self.send(cs::membership::leave_room::v3::Request::new(room.to_owned()), Some(user)).await.map(drop)
+    }
+
+    /// Sends a message. `txn_id` makes a repeated send (after a crash) a no-op on the homeserver.
+    pub async fn send_message(
+        &self,
+        user: &UserId,
+        room: &RoomId,
+        txn_id: &TransactionId,
+        content: &RoomMessageEventContent,
+    ) -> Result<OwnedEventId, MatrixError> {
+        let request = cs::message::send_message_event::v3::Request::new(room.to_owned(), txn_id.to_owned(), content)
+            .map_err(|e| MatrixError::Build(e.to_string()))?;
+        Ok(self.send(request, Some(user)).await?.event_id)
+    }
+
+    /// Replaces the text of one of our messages (`m.replace`).
+    pub async fn edit_message(
+        &self,
+        user: &UserId,
+        room: &RoomId,
+        txn_id: &TransactionId,
+        target: &EventId,
+        new_markdown: &str,
+    ) -> Result<OwnedEventId, MatrixError> {
+        self.send_message(user, room, txn_id, &edit_content(target, new_markdown)).await
+    }
+
+    /// Shows (or stops showing) the typing notice for `timeout`.
+    pub async fn typing(&self, user: &UserId, room: &RoomId, typing: Option<Duration>) -> Result<(), MatrixError> {
+        use cs::typing::create_typing_event::v3::{Request, Typing, TypingInfo};
+        let state = typing.map_or(Typing::No, |t| Typing::Yes(TypingInfo::new(t)));
+        self.send(Request::new(user.to_owned(), room.to_owned(), state), Some(user)).await.map(drop)
+    }
+
+    /// One page of room history, newest first; returns the events and the token for the next page.
+    pub async fn messages(
+        &self,
+        user: &UserId,
+        room: &RoomId,
+        from: Option<&str>,
+        limit: u32,
+    ) -> Result<(Vec<Raw<AnyTimelineEvent>>, Option<String>), MatrixError> {
+        let mut request = cs::message::get_message_events::v3::Request::backward(room.to_owned());
+        request.from = from.map(str::to_owned);
+        request.limit = UInt::from(limit);
+        let response = self.send(request, Some(user)).await?;
+        Ok((response.chunk, response.end))
+    }
+
+    /// The users joined to a room (as seen by `user`, who must be in it).
+    pub async fn joined_members(&self, user: &UserId, room: &RoomId) -> Result<Vec<OwnedUserId>, MatrixError> {
+        let response = self.send(cs::membership::joined_members::v3::Request::new(room.to_owned()), Some(user)).await?;
+        Ok(response.joined.into_keys().collect())
+    }
+}
+
+/// `Retry-After` from a 429: the body's `retry_after_ms`, else the header (seconds).
+fn retry_after(response: &http::Response<Vec<u8>>) -> Option<Duration> {
+    if response.status() != http::StatusCode::TOO_MANY_REQUESTS {
+        return None;
+    }
+    let from_body = serde_json::from_slice::<serde_json::Value>(response.body())
+        .ok()
+        .and_then(|v| v.get("retry_after_ms")?.as_u64())
+        .map(Duration::from_millis);
+    from_body.or_else(|| {
+        let secs = response.headers().get(http::header::RETRY_AFTER)?.to_str().ok()?.parse().ok()?;
+        Some(Duration::from_secs(secs))
+    })
+}
+
+/// A non-2xx answer as a typed error with the Matrix `errcode`.
+fn api_error(response: http::Response<Vec<u8>>) -> MatrixError {
+    #[derive(serde::Deserialize)]
+    struct Body {
+        errcode: Option<String>,
+        error: Option<String>,
+    }
+    let status = response.status().as_u16();
+    let body: Option<Body> = serde_json::from_slice(response.body()).ok();
+    let (errcode, message) = match body {
+        Some(b) => (b.errcode.unwrap_or_else(|| "M_UNKNOWN".into()), b.error.unwrap_or_default()),
+        None => ("M_UNKNOWN".into(), String::from_utf8_lossy(response.body()).chars().take(200).collect()),
+    };
+    MatrixError::Api { status, errcode, message }
+}
+
+/// The error and its causes on one line: reqwest's top-level message alone hides the cause.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn response(status: u16, body: &str) -> http::Response<Vec<u8>> {
+        http::Response::builder().status(status).body(body.as_bytes().to_vec()).unwrap()
+    }
+
+    #[test]
+    fn rate_limit_waits_come_from_the_body_or_header() {
+        let r = response(429, r#"{"errcode":"M_LIMIT_EXCEEDED","retry_after_ms":1500}"#);
+        assert_eq!(retry_after(&r), Some(Duration::from_millis(1500)));
+        let r = http::Response::builder().status(429).header("retry-after", "2").body(Vec::new()).unwrap();
+        assert_eq!(retry_after(&r), Some(Duration::from_secs(2)));
+        assert_eq!(retry_after(&response(500, "{}")), None);
+    }
+
+    #[test]
+    fn api_errors_keep_the_errcode_and_classify_transience() {
+        let e = api_error(response(400, r#"{"errcode":"M_USER_IN_USE","error":"taken"}"#));
+        assert_eq!(e.errcode(), Some("M_USER_IN_USE"));
+        assert!(!e.is_transient());
+        assert!(api_error(response(502, "bad gateway")).is_transient());
+        assert!(api_error(response(429, "{}")).is_transient());
+        let e = api_error(response(500, "<html>oops</html>"));
+        assert_eq!(e.errcode(), Some("M_UNKNOWN"));
+    }
+
+    #[tokio::test]
+    async fn unreachable_homeserver_is_a_clear_transient_error() {
+        // Port 9 (discard) on loopback is closed here: the connection is refused at once.
+        let client = MatrixClient::new("http://127.0.0.1:9", Secret::new("t"), Duration::from_secs(2)).unwrap();
+        let err = client.versions().await.unwrap_err();
+        assert!(matches!(err, MatrixError::Unreachable { .. }), "{err}");
+        assert!(err.is_transient());
+        assert!(err.to_string().contains("127.0.0.1:9"));
+    }
+}

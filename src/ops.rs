@@ -1,0 +1,134 @@
+//! The CLI's one-shot operations: `init`, `registration`, `check`.
+
+use crate::config::Config;
+use crate::matrix::MatrixClient;
+use crate::registration::registration_yaml;
+use crate::secret::Secret;
+use crate::store::Store;
+use anyhow::{Context as _, bail};
+use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Writes a file only the owner can read (it holds secrets, invariant 5).
+pub fn write_secret_file(path: &Path, contents: &str, overwrite: bool) -> anyhow::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    if path.exists() && !overwrite {
+        bail!("{} exists; refusing to overwrite it (use --force)", path.display());
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    // `mode` applies only to new files; an overwritten one may have been wider.
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    file.write_all(contents.as_bytes())?;
+    Ok(())
+}
+
+/// `init`: a starter config with fresh tokens.
+pub fn init(out: &Path, server_name: &str, homeserver_url: &str, force: bool) -> anyhow::Result<()> {
+    let text = format!(
+        "[homeserver]\nurl = {url}\nserver_name = {name}\n[appservice]\nas_token = {a}\nhs_token = {h}\n",
+        url = toml_str(homeserver_url),
+        name = toml_str(server_name),
+        a = toml_str(Secret::random().expose()),
+        h = toml_str(Secret::random().expose()),
+    );
+    // Validate (and fill in every default) before writing, so the file documents all keys.
+    let config = Config::from_toml(&text)?;
+    let header = "# conclave-agent configuration. Every key can be overridden by CONCLAVE_<SECTION>__<KEY>.\n\
+                  # Holds secrets: keep it mode 0600.\n\n";
+    write_secret_file(out, &format!("{header}{}", config.to_toml()), force)?;
+    println!("wrote {} (mode 0600)", out.display());
+    Ok(())
+}
+
+fn toml_str(s: &str) -> String {
+    serde_json::to_string(s).expect("strings serialize")
+}
+
+/// `registration`: the Synapse registration YAML, to a file (mode 0600) or stdout.
+pub fn registration(config: &Config, out: Option<&Path>) -> anyhow::Result<()> {
+    let yaml = registration_yaml(config)?;
+    match out {
+        Some(path) => {
+            write_secret_file(path, &yaml, true)?;
+            println!("wrote {} (mode 0600); list it in Synapse's app_service_config_files", path.display());
+        }
+        None => print!("{yaml}"),
+    }
+    Ok(())
+}
+
+/// One probe's result line.
+struct Probe {
+    name: &'static str,
+    required: bool,
+    elapsed: Duration,
+    result: Result<String, String>,
+}
+
+/// `check`: probes every backend the agent uses; `Ok(false)` when a required one fails.
+pub async fn check(config: &Config) -> anyhow::Result<bool> {
+    let matrix = MatrixClient::new(
+        &config.homeserver.url,
+        config.appservice.as_token.clone(),
+        Duration::from_secs(config.homeserver.timeout_secs.min(10)),
+    )?;
+    let mut probes = Vec::new();
+
+    let start = Instant::now();
+    let result = matrix.versions().await.map(|v| format!("{} (versions {})", config.homeserver.url, v.join(" ")));
+    probes.push(Probe {
+        name: "homeserver",
+        required: true,
+        elapsed: start.elapsed(),
+        result: result.map_err(|e| e.to_string()),
+    });
+
+    let start = Instant::now();
+    let sender = config.sender_user_id()?;
+    let result = matrix
+        .set_display_name(&sender, &config.appservice.display_name)
+        .await
+        .map(|()| format!("as_token accepted; acting as {sender}"))
+        .map_err(|e| match e.errcode() {
+            Some("M_UNKNOWN_TOKEN" | "M_FORBIDDEN") => format!(
+                "{e} — is the registration listed in the homeserver's app_service_config_files (then restart it)?"
+            ),
+            _ => e.to_string(),
+        });
+    probes.push(Probe { name: "appservice", required: true, elapsed: start.elapsed(), result });
+
+    let start = Instant::now();
+    let result = match tokio::time::timeout(Duration::from_secs(15), Store::connect(config.database.url.expose())).await
+    {
+        Ok(Ok(store)) => {
+            let r = store.ping().await.map(|()| format!("{:?}, migrations applied", store.kind()));
+            store.close().await;
+            r.map_err(|e| e.to_string())
+        }
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("timed out after 15 s".into()),
+    };
+    probes.push(Probe { name: "database", required: true, elapsed: start.elapsed(), result });
+
+    let mut ok = true;
+    for p in &probes {
+        let (status, detail) = match &p.result {
+            Ok(d) => ("ok", d.as_str()),
+            Err(d) if p.required => ("FAIL", d.as_str()),
+            Err(d) => ("warn", d.as_str()),
+        };
+        ok &= p.result.is_ok() || !p.required;
+        println!("{:<11} {:<5} {:>6} ms  {}", p.name, status, p.elapsed.as_millis(), detail);
+    }
+    Ok(ok)
+}

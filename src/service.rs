@@ -1,0 +1,88 @@
+//! `serve`: wires the store, the homeserver client, the dispatcher and the HTTP server, and
+//! stops them in order.
+
+use crate::appservice::{self, AppState};
+use crate::config::Config;
+use crate::context::Context;
+use crate::dispatch;
+use crate::matrix::{MatrixClient, MatrixError};
+use crate::store::Store;
+use anyhow::Context as _;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, watch};
+
+/// Runs the appservice on `listener` until `shutdown` resolves.
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let store = Store::connect(config.database.url.expose()).await.context("opening the database (database.url)")?;
+    let matrix = MatrixClient::new(
+        &config.homeserver.url,
+        config.appservice.as_token.clone(),
+        Duration::from_secs(config.homeserver.timeout_secs),
+    )?;
+    let max_body = config.appservice.max_body_bytes;
+    let ctx = Arc::new(Context::new(config, store.clone(), matrix.clone())?);
+    let signal = Arc::new(Notify::new());
+    let (stop, stopped) = watch::channel(false);
+    let dispatcher = tokio::spawn(dispatch::run(ctx.clone(), signal.clone(), stopped));
+    tokio::spawn(announce(ctx.clone()));
+
+    let state = AppState {
+        store: store.clone(),
+        matrix,
+        namespace: ctx.namespace.clone(),
+        hs_token: ctx.config.appservice.hs_token.clone(),
+        inbox_signal: signal,
+    };
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, user = %ctx.namespace.sender(), "appservice listening");
+    axum::serve(listener, appservice::router(state, max_body))
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("HTTP server failed")?;
+
+    tracing::info!("shutting down");
+    let _ = stop.send(true);
+    let _ = dispatcher.await;
+    store.close().await;
+    Ok(())
+}
+
+/// At start: the agent's display name, and whether the homeserver can reach us.
+async fn announce(ctx: Arc<Context>) {
+    let sender = ctx.namespace.sender();
+    if let Err(e) = ctx.matrix.set_display_name(sender, &ctx.config.appservice.display_name).await {
+        tracing::warn!(error = %e, "cannot set the agent's display name");
+    }
+    match ctx.matrix.ping_appservice(&ctx.config.appservice.id).await {
+        Ok(rtt) => tracing::info!(rtt_ms = rtt.as_millis() as u64, "the homeserver reaches the agent"),
+        Err(e) => tracing::error!(error = %e, "{}", diagnose_ping(&e, &ctx.config)),
+    }
+}
+
+/// What an operator should check when the homeserver's ping of the agent fails.
+pub fn diagnose_ping(err: &MatrixError, config: &Config) -> String {
+    let url = &config.appservice.url;
+    match err.errcode() {
+        Some("M_CONNECTION_FAILED") => format!(
+            "the homeserver cannot connect to the agent at appservice.url = {url}: make it match appservice.listen ({}) as seen from the homeserver",
+            config.appservice.listen
+        ),
+        Some("M_CONNECTION_TIMEOUT") => format!("the homeserver timed out reaching the agent at {url}"),
+        Some("M_BAD_STATUS") => {
+            "the agent refused the homeserver's ping: hs_token in the registration differs from appservice.hs_token; regenerate the registration and restart the homeserver".into()
+        }
+        Some("M_URL_NOT_SET") => "the registration has no url: regenerate it with `conclave-agent registration`".into(),
+        Some("M_FORBIDDEN" | "M_UNKNOWN_TOKEN") => {
+            "the homeserver does not know this as_token: add the registration file to app_service_config_files and restart the homeserver".into()
+        }
+        Some("M_UNRECOGNIZED") => "the homeserver does not support the appservice ping (Synapse ≥ 1.84 does)".into(),
+        _ => format!("cannot ask the homeserver at {} to ping the agent", config.homeserver.url),
+    }
+}
