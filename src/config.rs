@@ -305,7 +305,9 @@ impl Config {
     }
 
     fn from_figment(base: Figment) -> Result<Self, ConfigError> {
-        let env = Env::prefixed(ENV_PREFIX).split("__").filter(|k| k.as_str() != "config");
+        // Only `SECTION__KEY` names: CONCLAVE_CONFIG and the tools' own CONCLAVE_* variables are
+        // not config keys.
+        let env = Env::prefixed(ENV_PREFIX).filter(|k| k.as_str().contains("__")).split("__");
         let config: Config = base.merge(env).extract().map_err(ConfigError::from_figment)?;
         config.validate()?;
         Ok(config)

@@ -109,7 +109,10 @@ async fn handle_room(ctx: Arc<Context>, room: String, items: Vec<InboxItem>) -> 
         }
         let outcome = AssertUnwindSafe(events::handle(&ctx, &item)).catch_unwind().await;
         match outcome {
-            Ok(Ok(())) => done.push(item.seq),
+            Ok(Ok(())) => {
+                tracing::debug!(event_id = %item.event_id, attempt, "event handled");
+                done.push(item.seq);
+            }
             Ok(Err(e)) if e.is_transient() && attempt < max_attempts => {
                 let delay = (RETRY_BASE_MS << (attempt - 1).min(20)).min(RETRY_MAX_MS);
                 tracing::warn!(event_id = %item.event_id, attempt, delay_ms = delay, error = %e, "event failed; will retry");

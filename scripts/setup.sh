@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs what the agent's local run and its tests need, idempotently:
+#   - Synapse in a Python venv (pip install matrix-synapse)
+#   - PostgreSQL server binaries (Debian package), for the PostgreSQL store tests
+# Everything goes under $CONCLAVE_TOOLS (default ~/.cache/conclave); nothing is started here.
+set -euo pipefail
+
+TOOLS="${CONCLAVE_TOOLS:-$HOME/.cache/conclave}"
+VENV="$TOOLS/synapse-venv"
+SYNAPSE_SPEC="${CONCLAVE_SYNAPSE_SPEC:-matrix-synapse>=1.100}"
+mkdir -p "$TOOLS"
+
+if "$VENV/bin/python" -c 'import synapse' 2>/dev/null; then
+  echo "synapse: $("$VENV/bin/python" -c 'import synapse; print(synapse.__version__)') in $VENV"
+else
+  echo "synapse: installing $SYNAPSE_SPEC into $VENV (about a minute)"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install --quiet --upgrade pip
+  "$VENV/bin/pip" install --quiet "$SYNAPSE_SPEC"
+  echo "synapse: $("$VENV/bin/python" -c 'import synapse; print(synapse.__version__)') installed"
+fi
+
+find_initdb() {
+  command -v initdb 2>/dev/null || ls /usr/lib/postgresql/*/bin/initdb 2>/dev/null | sort -V | tail -n 1
+}
+if [ -z "$(find_initdb)" ]; then
+  echo "postgresql: installing the Debian package"
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq postgresql >/dev/null
+fi
+echo "postgresql: $(find_initdb)"

@@ -1,0 +1,288 @@
+//! The appservice core against a real Synapse: membership, commands, loops, the HTTP contract,
+//! replays, the encrypted-room notice, crashes between ack and processing, both stores.
+
+mod common;
+
+use common::agent::{Agent, Options};
+use common::client::{User, enc};
+use common::postgres::postgres;
+use common::proxy::{Mode, Proxy};
+use common::synapse::synapse;
+use common::wait_for;
+use reqwest::Method;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+fn body(e: &Value) -> &str {
+    e["content"]["body"].as_str().unwrap_or_default()
+}
+
+async fn start_agent() -> Agent {
+    Agent::start(synapse().slot(), Options::default()).await
+}
+
+/// Waits for the reply to a final `!ping`: events of a room are handled in order, so everything
+/// sent before it has been handled too.
+async fn sentinel(user: &User, room: &str, agent: &Agent) {
+    let ping = user.send_text(room, "!ping").await;
+    user.wait_reply(room, &agent.user_id(), &ping).await;
+}
+
+#[tokio::test]
+async fn invited_agent_joins_and_answers_each_command_once() {
+    let agent = start_agent().await;
+    let alice = User::register("alice").await;
+    let room = alice.room_with(&agent.user_id()).await;
+
+    let ping = alice.send_text(&room, "!ping").await;
+    let reply = alice.wait_reply(&room, &agent.user_id(), &ping).await;
+    assert!(body(&reply).contains("pong"), "{reply}");
+    assert_eq!(reply["content"]["msgtype"], "m.notice");
+
+    let help = alice.send_text(&room, "/help").await;
+    let help_reply = alice.wait_reply(&room, &agent.user_id(), &help).await;
+    assert!(body(&help_reply).contains("!ping"));
+    let html = help_reply["content"]["formatted_body"].as_str().unwrap_or_default();
+    assert!(html.contains("<strong>Commands</strong>"), "Markdown is rendered: {help_reply}");
+    let unknown = alice.send_text(&room, "!frobnicate").await;
+    assert!(body(&alice.wait_reply(&room, &agent.user_id(), &unknown).await).contains("!help"));
+    let chatter = alice.send_text(&room, "just chatting about /etc/hosts").await;
+    sentinel(&alice, &room, &agent).await;
+
+    for (event, want) in [(&ping, 1), (&help, 1), (&unknown, 1), (&chatter, 0)] {
+        assert_eq!(alice.replies_to(&room, &agent.user_id(), event).await.len(), want, "replies to {event}");
+    }
+
+    // The agent announced itself: display name set, and the homeserver's ping reached it.
+    let (_, profile) = alice.request(Method::GET, &format!("/profile/{}", enc(&agent.user_id())), None).await;
+    assert_eq!(profile["displayname"], "Agent");
+    wait_for("the startup ping to be logged", Duration::from_secs(30), || async {
+        agent.log().contains("the homeserver reaches the agent").then_some(())
+    })
+    .await;
+
+    // Kicked, it forgets the room; invited again, it comes back.
+    let kick = json!({"user_id": agent.user_id(), "reason": "test"});
+    alice.request(Method::POST, &format!("/rooms/{}/kick", enc(&room)), Some(kick)).await;
+    alice.wait_membership(&room, &agent.user_id(), "leave").await;
+    alice.invite(&room, &agent.user_id()).await;
+    alice.wait_membership(&room, &agent.user_id(), "join").await;
+}
+
+#[tokio::test]
+async fn users_outside_access_are_refused() {
+    let extra = "[access]\nusers = [\"@alice*:test.local\"]".to_owned();
+    let agent = Agent::start(synapse().slot(), Options { extra, ..Options::default() }).await;
+    let alice = User::register("alice").await;
+    let mallory = User::register("mallory").await;
+
+    let theirs = mallory.create_room(&[&agent.user_id()]).await;
+    alice.invite(&theirs, &alice.user_id).await; // keeps the room readable for nobody else; ignored
+    mallory.wait_membership(&theirs, &agent.user_id(), "leave").await;
+
+    let room = alice.room_with(&agent.user_id()).await;
+    alice.invite(&room, &mallory.user_id).await;
+    mallory.join(&room).await;
+    let attempt = mallory.send_text(&room, "!ping").await;
+    let refusal = alice.wait_reply(&room, &agent.user_id(), &attempt).await;
+    assert!(body(&refusal).contains("not allowed"), "{refusal}");
+    assert!(!body(&refusal).contains("pong"));
+}
+
+#[tokio::test]
+async fn never_reacts_to_itself_its_ghosts_or_notices() {
+    let agent = start_agent().await;
+    let alice = User::register("alice").await;
+    let room = alice.room_with(&agent.user_id()).await;
+
+    // Another bot's notice.
+    let bot = User::register("bot").await;
+    alice.invite(&room, &bot.user_id).await;
+    bot.join(&room).await;
+    let notice = bot.send(&room, "m.room.message", json!({"msgtype": "m.notice", "body": "!ping"})).await;
+
+    // The agent's own user.
+    let me = User::appservice(&agent.slot.as_token, &agent.user_id());
+    let own = me.send_text(&room, "!ping").await;
+
+    // A ghost: registered when the homeserver asks about it, joins when an allowed user invites it.
+    let ghost_id = agent.slot.ghost_id("pi");
+    let q =
+        agent.as_homeserver(Method::GET, &format!("/_matrix/app/v1/users/{}", enc(&ghost_id))).send().await.unwrap();
+    assert_eq!(q.status(), 200);
+    alice.invite(&room, &ghost_id).await;
+    alice.wait_membership(&room, &ghost_id, "join").await;
+    let ghost = User::appservice(&agent.slot.as_token, &ghost_id);
+    let from_ghost = ghost.send_text(&room, "!ping").await;
+
+    sentinel(&alice, &room, &agent).await;
+    for event in [&notice, &own, &from_ghost] {
+        assert!(alice.replies_to(&room, &agent.user_id(), event).await.is_empty(), "reacted to {event}");
+    }
+}
+
+#[tokio::test]
+async fn http_contract_for_the_homeserver() {
+    let env = vec![("CONCLAVE_APPSERVICE__MAX_BODY_BYTES".to_owned(), "4096".to_owned())];
+    let agent = Agent::start(synapse().slot(), Options { env, ..Options::default() }).await;
+    let http = reqwest::Client::new();
+    let txn = |id: &str| format!("{}/_matrix/app/v1/transactions/{id}", agent.url);
+    async fn errcode(r: reqwest::Response) -> (u16, String) {
+        let status = r.status().as_u16();
+        let v: Value = r.json().await.unwrap();
+        (status, v["errcode"].as_str().unwrap_or_default().to_owned())
+    }
+    let empty = json!({"events": []});
+
+    let r = http.put(txn("a")).json(&empty).send().await.unwrap();
+    assert_eq!(errcode(r).await, (401, "M_UNAUTHORIZED".into()));
+    let r = http.put(txn("a")).bearer_auth("wrong").json(&empty).send().await.unwrap();
+    assert_eq!(errcode(r).await, (403, "M_FORBIDDEN".into()));
+    let r = http.put(txn("a")).query(&[("access_token", "wrong")]).json(&empty).send().await.unwrap();
+    assert_eq!(errcode(r).await, (403, "M_FORBIDDEN".into()));
+    let r = http.put(txn("a")).query(&[("access_token", &agent.slot.hs_token)]).json(&empty).send().await.unwrap();
+    assert_eq!(r.status(), 200, "the legacy query token is accepted when it matches");
+    assert_eq!(r.json::<Value>().await.unwrap(), json!({}));
+
+    let put = |id: &str, body: &str| {
+        agent.as_homeserver(Method::PUT, &format!("/_matrix/app/v1/transactions/{id}")).body(body.to_owned())
+    };
+    assert_eq!(errcode(put("b", "{not json").send().await.unwrap()).await, (400, "M_NOT_JSON".into()));
+    assert_eq!(errcode(put("b", r#"{"events": 5}"#).send().await.unwrap()).await, (400, "M_BAD_JSON".into()));
+    assert_eq!(errcode(put("b", "{}").send().await.unwrap()).await, (400, "M_BAD_JSON".into()));
+    let huge = format!(r#"{{"events": [], "pad": "{}"}}"#, "x".repeat(8192));
+    assert_eq!(errcode(put("b", &huge).send().await.unwrap()).await, (413, "M_TOO_LARGE".into()));
+
+    let r = agent.as_homeserver(Method::GET, "/nope").send().await.unwrap();
+    assert_eq!(errcode(r).await, (404, "M_UNRECOGNIZED".into()));
+    let r = agent.as_homeserver(Method::DELETE, "/_matrix/app/v1/ping").send().await.unwrap();
+    assert_eq!(errcode(r).await, (405, "M_UNRECOGNIZED".into()));
+    let r = agent.as_homeserver(Method::POST, "/_matrix/app/v1/ping").json(&json!({})).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = http.post(format!("{}/_matrix/app/v1/ping", agent.url)).json(&json!({})).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let r = agent.as_homeserver(Method::GET, "/_matrix/app/v1/users/@alice:test.local").send().await.unwrap();
+    assert_eq!(errcode(r).await, (404, "M_NOT_FOUND".into()));
+    let r = agent
+        .as_homeserver(Method::GET, &format!("/_matrix/app/v1/rooms/{}", enc("#x:test.local")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(errcode(r).await, (404, "M_NOT_FOUND".into()));
+    assert_eq!(agent.inbox_len().await, 0);
+}
+
+#[tokio::test]
+async fn replayed_transaction_has_no_second_effect() {
+    let agent = start_agent().await;
+    let alice = User::register("alice").await;
+    let room = alice.room_with(&agent.user_id()).await;
+    let ping = |id: &str| {
+        json!({"type": "m.room.message", "room_id": room, "event_id": id, "sender": alice.user_id,
+               "origin_server_ts": 1, "content": {"msgtype": "m.text", "body": "!ping"}})
+    };
+    let put = |id: &str, events: Vec<Value>| {
+        agent
+            .as_homeserver(Method::PUT, &format!("/_matrix/app/v1/transactions/{id}"))
+            .json(&json!({"events": events}))
+            .send()
+    };
+
+    assert_eq!(put("replay-1", vec![ping("$fake-1")]).await.unwrap().status(), 200);
+    alice.wait_reply(&room, &agent.user_id(), "$fake-1").await;
+    // Same txn id, different content: acknowledged, ignored.
+    assert_eq!(put("replay-1", vec![ping("$fake-2")]).await.unwrap().status(), 200);
+    // A malformed event does not block the rest of its transaction.
+    let r = put("mixed", vec![json!({"type": "m.room.message"}), json!(42), ping("$fake-3")]).await.unwrap();
+    assert_eq!(r.status(), 200);
+    alice.wait_reply(&room, &agent.user_id(), "$fake-3").await;
+    sentinel(&alice, &room, &agent).await;
+
+    assert_eq!(alice.replies_to(&room, &agent.user_id(), "$fake-1").await.len(), 1);
+    assert!(alice.replies_to(&room, &agent.user_id(), "$fake-2").await.is_empty());
+}
+
+#[tokio::test]
+async fn encrypted_room_gets_one_notice() {
+    let agent = start_agent().await;
+    let alice = User::register("alice").await;
+    let room = alice.room_with(&agent.user_id()).await;
+    alice.send_state(&room, "m.room.encryption", json!({"algorithm": "m.megolm.v1.aes-sha2"})).await;
+    for i in 0..3 {
+        let content = json!({"algorithm": "m.megolm.v1.aes-sha2", "ciphertext": format!("AwgAEn{i}"),
+                             "session_id": "sess", "sender_key": "key", "device_id": "DEV"});
+        alice.send(&room, "m.room.encrypted", content).await;
+    }
+    sentinel(&alice, &room, &agent).await;
+    let notices: Vec<Value> = alice
+        .timeline(&room)
+        .await
+        .into_iter()
+        .filter(|e| e["sender"] == agent.user_id().as_str() && body(e).contains("end-to-end encrypted"))
+        .collect();
+    assert_eq!(notices.len(), 1, "{notices:?}");
+}
+
+/// `kill -9` after the ack: the event is handled after restart, and a reply the homeserver had
+/// already accepted is not shown twice (same txn id, deduplicated).
+#[tokio::test]
+async fn kill_9_between_ack_and_processing_loses_nothing_and_repeats_nothing() {
+    let proxy = Proxy::start(&synapse().url).await;
+    let options = Options { homeserver_url: Some(proxy.url.clone()), ..Options::default() };
+    let mut agent = Agent::start(synapse().slot(), options).await;
+    let alice = User::register("alice").await;
+    let room = alice.room_with(&agent.user_id()).await;
+
+    // 1. The reply reaches Synapse but the agent never hears back, then dies.
+    proxy.set(Mode::HoldResponses);
+    let first = alice.send_text(&room, "!ping").await;
+    alice.wait_reply(&room, &agent.user_id(), &first).await;
+    agent.kill9();
+    proxy.set(Mode::Pass);
+    agent.spawn().await;
+    wait_for("the replayed event to leave the inbox", Duration::from_secs(30), || async {
+        (agent.inbox_len().await == 0).then_some(())
+    })
+    .await;
+
+    // 2. The event is acknowledged, its reply never reaches Synapse, and the agent dies.
+    proxy.set(Mode::Blackhole);
+    let second = alice.send_text(&room, "!ping").await;
+    wait_for("the agent to store the event", Duration::from_secs(30), || async {
+        (agent.inbox_len().await >= 1).then_some(())
+    })
+    .await;
+    agent.kill9();
+    proxy.set(Mode::Pass);
+    agent.spawn().await;
+    alice.wait_reply(&room, &agent.user_id(), &second).await;
+
+    sentinel(&alice, &room, &agent).await;
+    // Both events really were handled a second time after the restart.
+    for event in [&first, &second] {
+        let replayed = format!("event handled event_id={event} attempt=2");
+        assert!(agent.log().contains(&replayed), "no replay of {event} in the log");
+    }
+    assert_eq!(alice.replies_to(&room, &agent.user_id(), &first).await.len(), 1, "first ping answered once");
+    assert_eq!(alice.replies_to(&room, &agent.user_id(), &second).await.len(), 1, "second ping answered once");
+}
+
+#[tokio::test]
+async fn runs_on_postgresql_too() {
+    let database_url = Some(postgres().fresh_database().await);
+    let agent = Agent::start(synapse().slot(), Options { database_url, ..Options::default() }).await;
+    let alice = User::register("alice").await;
+    let room = alice.room_with(&agent.user_id()).await;
+    sentinel(&alice, &room, &agent).await;
+}
+
+#[tokio::test]
+async fn unreachable_agent_is_diagnosed_at_start() {
+    let agent = Agent::start(synapse().misrouted_slot(), Options::default()).await;
+    let log = wait_for("a ping diagnosis in the log", Duration::from_secs(60), || async {
+        let log = agent.log();
+        log.contains("cannot connect to the agent at appservice.url").then_some(log)
+    })
+    .await;
+    assert!(log.contains(&agent.slot.url), "{log}");
+}

@@ -1,0 +1,116 @@
+//! The command line contract: init, registration, config errors that name the key.
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Output};
+
+fn agent(args: &[&str], envs: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_conclave-agent"));
+    cmd.args(args).env_remove("CONCLAVE_CONFIG");
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+fn mode(path: &std::path::Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+fn init(dir: &std::path::Path) -> std::path::PathBuf {
+    let path = dir.join("conclave.toml");
+    let out = agent(
+        &[
+            "init",
+            "--server-name",
+            "conclave.local",
+            "--homeserver-url",
+            "http://127.0.0.1:8008",
+            "--out",
+            path.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    path
+}
+
+#[test]
+fn init_writes_a_private_valid_config_and_refuses_to_overwrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = init(dir.path());
+    assert_eq!(mode(&path), 0o600);
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains("server_name = \"conclave.local\""), "{text}");
+    assert!(text.contains("[llm]") && text.contains("[chroma]"), "every section is written out:\n{text}");
+
+    let again =
+        agent(&["init", "--server-name", "x.y", "--homeserver-url", "http://h", "--out", path.to_str().unwrap()], &[]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), text, "the file is untouched");
+
+    let forced = agent(
+        &["init", "--server-name", "x.y", "--homeserver-url", "http://h", "--out", path.to_str().unwrap(), "--force"],
+        &[],
+    );
+    assert!(forced.status.success());
+    assert_ne!(std::fs::read_to_string(&path).unwrap(), text, "fresh tokens");
+}
+
+#[test]
+fn registration_is_derived_from_the_config_and_private() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = init(dir.path());
+    let reg = dir.path().join("registration.yaml");
+    let out = agent(&["--config", config.to_str().unwrap(), "registration", "--out", reg.to_str().unwrap()], &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(mode(&reg), 0o600);
+    let yaml = std::fs::read_to_string(&reg).unwrap();
+    let toml = std::fs::read_to_string(&config).unwrap();
+    let as_token = toml.lines().find(|l| l.starts_with("as_token")).unwrap().split('"').nth(1).unwrap();
+    assert!(yaml.contains(&format!("as_token: \"{as_token}\"")));
+    assert!(yaml.contains(r#"regex: "^@agent:conclave\\.local$""#), "{yaml}");
+
+    // Without --out it goes to stdout, and the config may come from $CONCLAVE_CONFIG.
+    let out = agent(&["registration"], &[("CONCLAVE_CONFIG", config.to_str().unwrap())]);
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), yaml);
+}
+
+#[test]
+fn bad_config_exits_2_naming_the_key_and_its_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = init(dir.path());
+    let c = config.to_str().unwrap();
+
+    // From an environment override.
+    let out = agent(&["--config", c, "serve"], &[("CONCLAVE_APPSERVICE__LISTEN", "not-an-address")]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("appservice.listen") && err.contains("CONCLAVE_APPSERVICE__LISTEN"), "{err}");
+
+    // From the file.
+    let text = std::fs::read_to_string(&config).unwrap().replace("[database]", "[database]\nbogus = 1");
+    std::fs::write(&config, text).unwrap();
+    let out = agent(&["--config", c, "check"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("database.bogus"));
+
+    // A missing file says how to make one.
+    let out = agent(&["--config", "/nonexistent/conclave.toml", "serve"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("conclave-agent init"));
+}
+
+#[test]
+fn env_overrides_apply_and_secrets_stay_out_of_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = init(dir.path());
+    let text = std::fs::read_to_string(&config).unwrap();
+    let hs_token = text.lines().find(|l| l.starts_with("hs_token")).unwrap().split('"').nth(1).unwrap().to_owned();
+    // Make as_token equal hs_token through the environment: the error names the key only.
+    let out = agent(&["--config", config.to_str().unwrap(), "check"], &[("CONCLAVE_APPSERVICE__AS_TOKEN", &hs_token)]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("appservice.hs_token"), "{err}");
+    assert!(!err.contains(&hs_token), "a secret leaked into the error: {err}");
+}

@@ -1,0 +1,118 @@
+//! The store's contract, run against both databases: SQLite (embedded default) and a real
+//! PostgreSQL server.
+
+mod common;
+
+use common::postgres::postgres;
+use conclave_agent::store::{NewEvent, Store, now_ms};
+
+fn ev<'a>(room: &'a str, id: &'a str, json: &'a str) -> NewEvent<'a> {
+    NewEvent { room_id: room, event_id: id, json }
+}
+
+async fn contract(store: Store) {
+    // A transaction is stored whole; its retry has no second effect.
+    let events = [ev("!a", "$1", r#"{"n":1}"#), ev("!a", "$2", r#"{"n":2}"#), ev("!b", "$3", r#"{"n":3}"#)];
+    assert!(store.ingest("t1", &events).await.unwrap());
+    assert!(!store.ingest("t1", &[ev("!a", "$9", "{}")]).await.unwrap(), "a retried txn must be recognised");
+    assert_eq!(store.inbox_len().await.unwrap(), 3);
+
+    // Oldest first, JSON kept byte for byte.
+    let items = store.inbox_claimable(10).await.unwrap();
+    let ids: Vec<&str> = items.iter().map(|i| i.event_id.as_str()).collect();
+    assert_eq!(ids, ["$1", "$2", "$3"]);
+    assert_eq!(items[1].event, r#"{"n":2}"#);
+    assert!(items.windows(2).all(|w| w[0].seq < w[1].seq));
+    assert!(items.iter().all(|i| i.attempts == 0));
+
+    // A head backing off holds back its whole room, not the others.
+    store.inbox_retry_at(items[0].seq, now_ms() + 60_000).await.unwrap();
+    let ids: Vec<String> = store.inbox_claimable(10).await.unwrap().into_iter().map(|i| i.event_id).collect();
+    assert_eq!(ids, ["$3"]);
+
+    // Attempts are counted; done events leave.
+    store.inbox_count_attempts(&[items[2].seq]).await.unwrap();
+    assert_eq!(store.inbox_claimable(10).await.unwrap()[0].attempts, 1);
+    store.inbox_done(&[items[2].seq]).await.unwrap();
+    assert_eq!(store.inbox_len().await.unwrap(), 2);
+
+    // A dead letter leaves the inbox, is kept aside, and frees its room.
+    store.inbox_dead_letter(items[0].seq, "boom").await.unwrap();
+    assert_eq!(store.dead_letter_count().await.unwrap(), 1);
+    let ids: Vec<String> = store.inbox_claimable(10).await.unwrap().into_iter().map(|i| i.event_id).collect();
+    assert_eq!(ids, ["$2"]);
+    store.inbox_done(&[items[1].seq]).await.unwrap();
+    assert_eq!(store.inbox_len().await.unwrap(), 0);
+
+    // Large transactions span several INSERT statements and keep their order.
+    let bodies: Vec<String> = (0..450).map(|i| format!("{{\"i\":{i}}}")).collect();
+    let ids: Vec<String> = (0..450).map(|i| format!("$big{i}")).collect();
+    let big: Vec<NewEvent> = (0..450).map(|i| ev("!c", &ids[i], &bodies[i])).collect();
+    assert!(store.ingest("t2", &big).await.unwrap());
+    let got = store.inbox_claimable(1000).await.unwrap();
+    assert_eq!(got.len(), 450);
+    assert!(got.iter().enumerate().all(|(i, item)| item.event_id == ids[i]));
+    let seqs: Vec<i64> = got.iter().map(|i| i.seq).collect();
+    store.inbox_done(&seqs).await.unwrap();
+    assert_eq!(store.inbox_len().await.unwrap(), 0);
+
+    // Room state.
+    assert!(!store.room_is_joined("!a").await.unwrap());
+    store.room_set_joined("!a", true).await.unwrap();
+    store.room_set_joined("!b", true).await.unwrap();
+    store.room_set_joined("!b", false).await.unwrap();
+    assert!(store.room_is_joined("!a").await.unwrap());
+    assert_eq!(store.joined_rooms().await.unwrap(), ["!a"]);
+    assert!(!store.encrypted_notice_sent("!a").await.unwrap());
+    store.mark_encrypted_notice_sent("!a").await.unwrap();
+    assert!(store.encrypted_notice_sent("!a").await.unwrap());
+    assert!(store.room_is_joined("!a").await.unwrap(), "the notice flag keeps membership");
+    store.room_forget("!a").await.unwrap();
+    assert!(!store.encrypted_notice_sent("!a").await.unwrap());
+    assert!(store.joined_rooms().await.unwrap().is_empty());
+
+    // Old txn ids are pruned; recent ones are kept.
+    assert_eq!(store.prune_seen_txns(now_ms() - 60_000).await.unwrap(), 0);
+    assert_eq!(store.prune_seen_txns(now_ms() + 1).await.unwrap(), 2);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn sqlite_store_keeps_its_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    contract(Store::connect(&format!("sqlite://{}/a/b/agent.db", dir.path().display())).await.unwrap()).await;
+}
+
+#[tokio::test]
+async fn postgres_store_keeps_its_contract() {
+    contract(Store::connect(&postgres().fresh_database().await).await.unwrap()).await;
+}
+
+/// What was acknowledged survives closing and reopening (migrations run again harmlessly).
+async fn survives_reopen(url: &str) {
+    let store = Store::connect(url).await.unwrap();
+    assert!(store.ingest("t1", &[ev("!a", "$1", "{}")]).await.unwrap());
+    store.close().await;
+    let store = Store::connect(url).await.unwrap();
+    assert_eq!(store.inbox_len().await.unwrap(), 1);
+    assert!(!store.ingest("t1", &[ev("!a", "$1", "{}")]).await.unwrap());
+    store.close().await;
+}
+
+#[tokio::test]
+async fn sqlite_state_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    survives_reopen(&format!("sqlite://{}/agent.db", dir.path().display())).await;
+}
+
+#[tokio::test]
+async fn postgres_state_survives_reopen() {
+    survives_reopen(&postgres().fresh_database().await).await;
+}
+
+#[tokio::test]
+async fn unreachable_postgres_is_a_clear_error() {
+    let port = common::free_port();
+    let err = Store::connect(&format!("postgres://postgres@127.0.0.1:{port}/x")).await.unwrap_err();
+    assert!(err.to_string().contains("database error"), "{err}");
+}
