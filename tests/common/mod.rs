@@ -11,7 +11,7 @@ pub mod synapse;
 
 use std::future::Future;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Polls `probe` every 200 ms until it returns `Some`, or panics after `timeout` with `what`.
@@ -37,7 +37,7 @@ pub fn free_port() -> u16 {
 
 /// Starts `program args…` under a watchdog shell that kills it when this test process exits, so
 /// servers shared by a test binary never outlive it. Output goes to `log`.
-pub fn spawn_watched(program: &str, args: &[&str], log: &Path, as_user: Option<&str>) -> Child {
+pub fn spawn_watched(program: &str, args: &[&str], log: &Path, as_user: Option<&str>) {
     let out = std::fs::File::create(log).unwrap();
     let parent = std::process::id();
     let mut cmd = Command::new("sh");
@@ -53,7 +53,9 @@ pub fn spawn_watched(program: &str, args: &[&str], log: &Path, as_user: Option<&
         cmd.args(["runuser", "-u", user, "--"]);
     }
     cmd.arg(program).args(args).stdin(Stdio::null()).stdout(out.try_clone().unwrap()).stderr(out);
-    cmd.spawn().unwrap_or_else(|e| panic!("cannot start {program}: {e}"))
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
+    // Reap it when it ends, so it leaves no zombie.
+    std::thread::spawn(move || child.wait());
 }
 
 /// The home of the tools `scripts/setup.sh` installs.
