@@ -13,8 +13,9 @@ use std::time::Duration;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 
-/// Events read from the inbox per claim.
-const CLAIM_BATCH: i64 = 256;
+/// Candidates looked at per claim, and events handed to one room task at most.
+const CLAIM_CANDIDATES: i64 = 2048;
+const PER_ROOM: usize = 256;
 /// Poll interval, for events whose back-off has passed (new events wake the loop at once).
 const POLL: Duration = Duration::from_secs(1);
 /// Back-off of a failed event: 1 s doubling up to 5 minutes.
@@ -29,7 +30,7 @@ const DRAIN: Duration = Duration::from_secs(10);
 pub async fn run(ctx: Arc<Context>, signal: Arc<Notify>, mut shutdown: watch::Receiver<bool>) {
     let concurrency = ctx.config.dispatch.concurrency;
     let mut busy: HashSet<String> = HashSet::new();
-    let mut tasks: JoinSet<String> = JoinSet::new();
+    let mut tasks: JoinSet<(String, Vec<i64>)> = JoinSet::new();
     let mut tick = tokio::time::interval(POLL);
     let mut last_prune = 0;
     loop {
@@ -54,11 +55,27 @@ pub async fn run(ctx: Arc<Context>, signal: Arc<Notify>, mut shutdown: watch::Re
         }
         tokio::select! {
             _ = signal.notified() => {}
-            Some(done) = tasks.join_next() => {
-                match done {
-                    Ok(room) => { busy.remove(&room); }
-                    // handle_room catches handler panics; this is a bug in the loop itself.
-                    Err(e) => { tracing::error!(error = %e, "room task failed"); busy.clear(); }
+            Some(first) = tasks.join_next() => {
+                // Collect every room that finished meanwhile: one DELETE for all of them.
+                let mut handled = Vec::new();
+                let mut finished = Some(first);
+                while let Some(result) = finished {
+                    match result {
+                        Ok((room, seqs)) => {
+                            busy.remove(&room);
+                            handled.extend(seqs);
+                        }
+                        // handle_room catches handler panics; this is a bug in the loop itself.
+                        Err(e) => {
+                            tracing::error!(error = %e, "room task failed");
+                            busy.clear();
+                        }
+                    }
+                    finished = tasks.try_join_next();
+                }
+                if let Err(e) = ctx.store.inbox_done(&handled).await {
+                    // They stay in the inbox and are handled again; replies are deduplicated by txn id.
+                    tracing::error!(error = %e, "cannot remove handled events from the inbox");
                 }
             }
             _ = tick.tick() => {}
@@ -78,31 +95,38 @@ async fn claim(
     busy: &HashSet<String>,
     rooms: usize,
 ) -> Result<Vec<(String, Vec<InboxItem>)>, crate::store::StoreError> {
-    let mut batches: Vec<(String, Vec<InboxItem>)> = Vec::new();
-    for item in ctx.store.inbox_claimable(CLAIM_BATCH).await? {
-        if busy.contains(&item.room_id) {
-            continue;
+    let skip: Vec<&str> = busy.iter().map(String::as_str).collect();
+    let mut picked: Vec<(String, Vec<i64>)> = Vec::new();
+    for (seq, room) in ctx.store.inbox_candidates(&skip, CLAIM_CANDIDATES).await? {
+        if let Some((_, seqs)) = picked.iter_mut().find(|(r, _)| *r == room) {
+            if seqs.len() < PER_ROOM {
+                seqs.push(seq);
+            }
+        } else if picked.len() < rooms {
+            picked.push((room, vec![seq]));
         }
+    }
+    let seqs: Vec<i64> = picked.iter().flat_map(|(_, seqs)| seqs.iter().copied()).collect();
+    if seqs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut batches: Vec<(String, Vec<InboxItem>)> = picked.into_iter().map(|(room, _)| (room, Vec::new())).collect();
+    for item in ctx.store.inbox_claim(&seqs).await? {
         if let Some((_, items)) = batches.iter_mut().find(|(room, _)| *room == item.room_id) {
             items.push(item);
-        } else if batches.len() < rooms {
-            batches.push((item.room_id.clone(), vec![item]));
         }
     }
-    let seqs: Vec<i64> = batches.iter().flat_map(|(_, items)| items.iter().map(|i| i.seq)).collect();
-    if !seqs.is_empty() {
-        ctx.store.inbox_count_attempts(&seqs).await?;
-    }
+    batches.retain(|(_, items)| !items.is_empty());
     Ok(batches)
 }
 
-/// Handles one room's events in order; stops at the first one that must wait.
-async fn handle_room(ctx: Arc<Context>, room: String, items: Vec<InboxItem>) -> String {
+/// Handles one room's events in order; stops at the first one that must wait. Returns the room
+/// and the events handled (for the loop to remove from the inbox).
+async fn handle_room(ctx: Arc<Context>, room: String, items: Vec<InboxItem>) -> (String, Vec<i64>) {
     let max_attempts = i64::from(ctx.config.dispatch.max_attempts);
     let mut done = Vec::with_capacity(items.len());
     for item in items {
-        // `attempts` was read before this claim counted one more.
-        let attempt = item.attempts + 1;
+        let attempt = item.attempts;
         if attempt > max_attempts {
             dead_letter(&ctx, &item, "gave up: the agent stopped while handling it too often").await;
             continue;
@@ -125,11 +149,7 @@ async fn handle_room(ctx: Arc<Context>, room: String, items: Vec<InboxItem>) -> 
             Err(_) => dead_letter(&ctx, &item, "the handler panicked").await,
         }
     }
-    if let Err(e) = ctx.store.inbox_done(&done).await {
-        // They stay in the inbox and are handled again; replies are deduplicated by txn id.
-        tracing::error!(error = %e, "cannot remove handled events from the inbox");
-    }
-    room
+    (room, done)
 }
 
 async fn dead_letter(ctx: &Context, item: &InboxItem, reason: &str) {

@@ -6,41 +6,51 @@ mod common;
 use common::postgres::postgres;
 use conclave_agent::store::{NewEvent, Store, now_ms};
 
-fn ev<'a>(room: &'a str, id: &'a str, json: &'a str) -> NewEvent<'a> {
-    NewEvent { room_id: room, event_id: id, json }
+fn ev(room: &str, id: &str, json: &str) -> NewEvent {
+    NewEvent { room_id: room.into(), event_id: id.into(), json: json.into() }
+}
+
+/// Claims every waiting event outside `skip`, as the dispatcher would.
+async fn claim_all(store: &Store, skip: &[&str]) -> Vec<conclave_agent::store::InboxItem> {
+    let seqs: Vec<i64> = store.inbox_candidates(skip, 10_000).await.unwrap().into_iter().map(|(s, _)| s).collect();
+    store.inbox_claim(&seqs).await.unwrap()
+}
+
+/// The seqs the dispatcher may claim now (without claiming them).
+async fn candidates(store: &Store, skip: &[&str]) -> Vec<i64> {
+    store.inbox_candidates(skip, 10_000).await.unwrap().into_iter().map(|(s, _)| s).collect()
 }
 
 async fn contract(store: Store) {
     // A transaction is stored whole; its retry has no second effect.
-    let events = [ev("!a", "$1", r#"{"n":1}"#), ev("!a", "$2", r#"{"n":2}"#), ev("!b", "$3", r#"{"n":3}"#)];
-    assert!(store.ingest("t1", &events).await.unwrap());
-    assert!(!store.ingest("t1", &[ev("!a", "$9", "{}")]).await.unwrap(), "a retried txn must be recognised");
+    let events = vec![ev("!a", "$1", r#"{"n":1}"#), ev("!a", "$2", r#"{"n":2}"#), ev("!b", "$3", r#"{"n":3}"#)];
+    assert!(store.ingest("t1", events).await.unwrap());
+    assert!(!store.ingest("t1", vec![ev("!a", "$9", "{}")]).await.unwrap(), "a retried txn must be recognised");
     assert_eq!(store.inbox_len().await.unwrap(), 3);
 
-    // Oldest first, JSON kept byte for byte.
-    let items = store.inbox_claimable(10).await.unwrap();
+    // Oldest first, JSON kept byte for byte; claiming counts an attempt.
+    let items = claim_all(&store, &[]).await;
     let ids: Vec<&str> = items.iter().map(|i| i.event_id.as_str()).collect();
     assert_eq!(ids, ["$1", "$2", "$3"]);
     assert_eq!(items[1].event, r#"{"n":2}"#);
     assert!(items.windows(2).all(|w| w[0].seq < w[1].seq));
-    assert!(items.iter().all(|i| i.attempts == 0));
+    assert!(items.iter().all(|i| i.attempts == 1));
+    // Rooms being handled are left out.
+    assert_eq!(candidates(&store, &["!a"]).await, [items[2].seq]);
 
     // A head backing off holds back its whole room, not the others.
     store.inbox_retry_at(items[0].seq, now_ms() + 60_000).await.unwrap();
-    let ids: Vec<String> = store.inbox_claimable(10).await.unwrap().into_iter().map(|i| i.event_id).collect();
-    assert_eq!(ids, ["$3"]);
+    assert_eq!(candidates(&store, &[]).await, [items[2].seq]);
 
-    // Attempts are counted; done events leave.
-    store.inbox_count_attempts(&[items[2].seq]).await.unwrap();
-    assert_eq!(store.inbox_claimable(10).await.unwrap()[0].attempts, 1);
+    // Attempts are counted per claim; done events leave.
+    assert_eq!(store.inbox_claim(&[items[2].seq]).await.unwrap()[0].attempts, 2);
     store.inbox_done(&[items[2].seq]).await.unwrap();
     assert_eq!(store.inbox_len().await.unwrap(), 2);
 
     // A dead letter leaves the inbox, is kept aside, and frees its room.
     store.inbox_dead_letter(items[0].seq, "boom").await.unwrap();
     assert_eq!(store.dead_letter_count().await.unwrap(), 1);
-    let ids: Vec<String> = store.inbox_claimable(10).await.unwrap().into_iter().map(|i| i.event_id).collect();
-    assert_eq!(ids, ["$2"]);
+    assert_eq!(candidates(&store, &[]).await, [items[1].seq]);
     store.inbox_done(&[items[1].seq]).await.unwrap();
     assert_eq!(store.inbox_len().await.unwrap(), 0);
 
@@ -48,8 +58,8 @@ async fn contract(store: Store) {
     let bodies: Vec<String> = (0..450).map(|i| format!("{{\"i\":{i}}}")).collect();
     let ids: Vec<String> = (0..450).map(|i| format!("$big{i}")).collect();
     let big: Vec<NewEvent> = (0..450).map(|i| ev("!c", &ids[i], &bodies[i])).collect();
-    assert!(store.ingest("t2", &big).await.unwrap());
-    let got = store.inbox_claimable(1000).await.unwrap();
+    assert!(store.ingest("t2", big).await.unwrap());
+    let got = claim_all(&store, &[]).await;
     assert_eq!(got.len(), 450);
     assert!(got.iter().enumerate().all(|(i, item)| item.event_id == ids[i]));
     let seqs: Vec<i64> = got.iter().map(|i| i.seq).collect();
@@ -77,6 +87,39 @@ async fn contract(store: Store) {
     store.close().await;
 }
 
+/// Concurrent ingests (written as group commits) each get the right answer, including the same
+/// txn id racing with itself.
+async fn concurrent_ingest(store: Store) {
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let store = store.clone();
+        // Every txn id twice: exactly one of each pair is new.
+        let txn = format!("c{}", i / 2);
+        tasks.push(tokio::spawn(async move {
+            let events = (0..10).map(|j| ev(&format!("!r{}", i % 3), &format!("${i}-{j}"), "{}")).collect();
+            store.ingest(&txn, events).await.unwrap()
+        }));
+    }
+    let mut new = 0;
+    for t in tasks {
+        new += usize::from(t.await.unwrap());
+    }
+    assert_eq!(new, 20);
+    assert_eq!(store.inbox_len().await.unwrap(), 200);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn sqlite_concurrent_ingest() {
+    let dir = tempfile::tempdir().unwrap();
+    concurrent_ingest(Store::connect(&format!("sqlite://{}/agent.db", dir.path().display())).await.unwrap()).await;
+}
+
+#[tokio::test]
+async fn postgres_concurrent_ingest() {
+    concurrent_ingest(Store::connect(&postgres().fresh_database().await).await.unwrap()).await;
+}
+
 #[tokio::test]
 async fn sqlite_store_keeps_its_contract() {
     let dir = tempfile::tempdir().unwrap();
@@ -91,11 +134,11 @@ async fn postgres_store_keeps_its_contract() {
 /// What was acknowledged survives closing and reopening (migrations run again harmlessly).
 async fn survives_reopen(url: &str) {
     let store = Store::connect(url).await.unwrap();
-    assert!(store.ingest("t1", &[ev("!a", "$1", "{}")]).await.unwrap());
+    assert!(store.ingest("t1", vec![ev("!a", "$1", "{}")]).await.unwrap());
     store.close().await;
     let store = Store::connect(url).await.unwrap();
     assert_eq!(store.inbox_len().await.unwrap(), 1);
-    assert!(!store.ingest("t1", &[ev("!a", "$1", "{}")]).await.unwrap());
+    assert!(!store.ingest("t1", vec![ev("!a", "$1", "{}")]).await.unwrap());
     store.close().await;
 }
 

@@ -56,7 +56,11 @@ pub async fn put_transaction(
     let mut events = Vec::with_capacity(txn.events.len());
     for raw in &txn.events {
         match serde_json::from_str::<EventHead>(raw.get()) {
-            Ok(head) => events.push(NewEvent { room_id: head.room_id, event_id: head.event_id, json: raw.get() }),
+            Ok(head) => events.push(NewEvent {
+                room_id: head.room_id.to_owned(),
+                event_id: head.event_id.to_owned(),
+                json: raw.get().to_owned(),
+            }),
             // One malformed event must not block the homeserver's queue: skip it, keep the rest.
             Err(e) => tracing::warn!(error = %e, "skipping an event without room_id/event_id"),
         }
@@ -65,13 +69,14 @@ pub async fn put_transaction(
         tracing::debug!(ephemeral, "transaction without timeline events");
         return Ok(Json(serde_json::json!({})));
     }
+    let count = events.len();
     let new = state
         .store
-        .ingest(&txn_id, &events)
+        .ingest(&txn_id, events)
         .await
         .map_err(|e| ApiError::internal("storing the transaction failed", e))?;
     if new {
-        tracing::debug!(events = events.len(), ephemeral, "transaction stored");
+        tracing::debug!(events = count, ephemeral, "transaction stored");
         state.inbox_signal.notify_one();
     } else {
         tracing::info!("transaction seen before; acknowledged again without effect");

@@ -1,16 +1,17 @@
 //! Seen transaction ids and the durable event inbox (invariant 1).
 
-use super::{Store, StoreError, now_ms};
+use super::{DbKind, Store, StoreError, now_ms};
 // Dynamic SQL here only ever adds numbered placeholders; values are always bound.
-use sqlx::{AssertSqlSafe, FromRow};
+use sqlx::{AnyConnection, AnyPool, AssertSqlSafe, Connection, Executor, FromRow};
+use tokio::sync::{mpsc, oneshot};
 
 /// An event as it enters the inbox.
-#[derive(Debug, Clone, Copy)]
-pub struct NewEvent<'a> {
-    pub room_id: &'a str,
-    pub event_id: &'a str,
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub room_id: String,
+    pub event_id: String,
     /// The event's JSON, exactly as the homeserver sent it.
-    pub json: &'a str,
+    pub json: String,
 }
 
 /// An event waiting in the inbox.
@@ -20,66 +21,70 @@ pub struct InboxItem {
     pub room_id: String,
     pub event_id: String,
     pub event: String,
-    /// Dispatch attempts started so far (counted before each attempt, so a crash counts).
+    /// Dispatch attempts started, this one included (counted before it starts, so a crash counts).
     pub attempts: i64,
 }
 
-/// Rows per statement: at most 4 parameters each stays far below both databases' limits.
+/// Rows per INSERT: 4 parameters each stays far below both databases' limits.
 const INSERT_CHUNK: usize = 200;
+/// Sequence numbers per `IN (…)` list.
+const SEQ_CHUNK: usize = 1000;
+
+/// `$1,$2,…,$n`
+fn placeholders(n: usize) -> String {
+    (1..=n).map(|i| format!("${i}")).collect::<Vec<_>>().join(",")
+}
 
 impl Store {
-    /// Remembers `txn_id` and appends its events, in one database transaction.
-    /// Returns `false` (and changes nothing) when the transaction was seen before.
-    pub async fn ingest(&self, txn_id: &str, events: &[NewEvent<'_>]) -> Result<bool, StoreError> {
-        let now = now_ms();
-        let mut tx = self.pool.begin().await?;
-        let inserted =
-            sqlx::query("INSERT INTO seen_txns (txn_id, received_at) VALUES ($1, $2) ON CONFLICT (txn_id) DO NOTHING")
-                .bind(txn_id)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-        if inserted == 0 {
-            tx.rollback().await?;
-            return Ok(false);
-        }
-        for chunk in events.chunks(INSERT_CHUNK) {
-            let mut sql = String::from("INSERT INTO inbox (room_id, event_id, event, received_at) VALUES ");
-            for i in 0..chunk.len() {
-                let n = i * 4;
-                if i > 0 {
-                    sql.push(',');
-                }
-                sql.push_str(&format!("(${}, ${}, ${}, ${})", n + 1, n + 2, n + 3, n + 4));
-            }
-            let mut q = sqlx::query(AssertSqlSafe(sql));
-            for e in chunk {
-                q = q.bind(e.room_id).bind(e.event_id).bind(e.json).bind(now);
-            }
-            q.execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
-        Ok(true)
+    /// Remembers `txn_id` and appends its events, in one database transaction that is durable
+    /// when this returns. Returns `false` (and changes nothing) when the txn was seen before.
+    ///
+    /// Concurrent calls are written together by one writer task (group commit): one commit, and
+    /// on SQLite one fsync, for all of them.
+    pub async fn ingest(&self, txn_id: &str, events: Vec<NewEvent>) -> Result<bool, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let job = IngestJob { txn_id: txn_id.to_owned(), events, reply };
+        self.ingest_queue.send(job).await.map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
     }
 
-    /// The oldest waiting events, oldest first, leaving out every room whose head is backing off
-    /// (a later event of that room must not overtake it).
-    pub async fn inbox_claimable(&self, limit: i64) -> Result<Vec<InboxItem>, StoreError> {
-        Ok(sqlx::query_as::<_, InboxItem>(
-            "SELECT seq, room_id, event_id, event, attempts FROM inbox \
-             WHERE room_id NOT IN (SELECT room_id FROM inbox WHERE not_before > $1) \
+    /// `(seq, room_id)` of the oldest waiting events, oldest first, leaving out the rooms in
+    /// `skip` (being handled) and every room whose head is backing off (a later event must not
+    /// overtake it). No event bodies: the caller picks, then [`Store::inbox_claim`]s.
+    /// (`not_before > 0` is spelled out so the partial index applies; a bound `$1` alone scans.)
+    pub async fn inbox_candidates(&self, skip: &[&str], limit: i64) -> Result<Vec<(i64, String)>, StoreError> {
+        let skip_list = (3..3 + skip.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(",");
+        let sql = format!(
+            "SELECT seq, room_id FROM inbox \
+             WHERE room_id NOT IN (SELECT room_id FROM inbox WHERE not_before > 0 AND not_before > $1) {} \
              ORDER BY seq LIMIT $2",
-        )
-        .bind(now_ms())
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?)
+            if skip.is_empty() { String::new() } else { format!("AND room_id NOT IN ({skip_list})") }
+        );
+        let mut q = sqlx::query_as::<_, (i64, String)>(AssertSqlSafe(sql)).bind(now_ms()).bind(limit);
+        for room in skip {
+            q = q.bind(*room);
+        }
+        Ok(q.fetch_all(&self.pool).await?)
     }
 
-    /// Counts an attempt before it starts, so an event that crashes the process is not retried forever.
-    pub async fn inbox_count_attempts(&self, seqs: &[i64]) -> Result<(), StoreError> {
-        self.exec_for_seqs("UPDATE inbox SET attempts = attempts + 1 WHERE seq IN", seqs).await
+    /// Counts an attempt at each event (before it starts, so an event that crashes the process
+    /// is not retried forever) and returns them, oldest first.
+    pub async fn inbox_claim(&self, seqs: &[i64]) -> Result<Vec<InboxItem>, StoreError> {
+        let mut items = Vec::with_capacity(seqs.len());
+        for chunk in seqs.chunks(SEQ_CHUNK) {
+            let sql = format!(
+                "UPDATE inbox SET attempts = attempts + 1 WHERE seq IN ({}) \
+                 RETURNING seq, room_id, event_id, event, attempts",
+                placeholders(chunk.len())
+            );
+            let mut q = sqlx::query_as::<_, InboxItem>(AssertSqlSafe(sql));
+            for seq in chunk {
+                q = q.bind(*seq);
+            }
+            items.extend(q.fetch_all(&self.pool).await?);
+        }
+        items.sort_by_key(|i| i.seq);
+        Ok(items)
     }
 
     /// The events were processed: they leave the inbox.
@@ -88,9 +93,8 @@ impl Store {
     }
 
     async fn exec_for_seqs(&self, statement: &str, seqs: &[i64]) -> Result<(), StoreError> {
-        for chunk in seqs.chunks(INSERT_CHUNK) {
-            let list = (1..=chunk.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(",");
-            let sql = format!("{statement} ({list})");
+        for chunk in seqs.chunks(SEQ_CHUNK) {
+            let sql = format!("{statement} ({})", placeholders(chunk.len()));
             let mut q = sqlx::query(AssertSqlSafe(sql));
             for seq in chunk {
                 q = q.bind(*seq);
@@ -144,4 +148,94 @@ impl Store {
             .await?
             .rows_affected())
     }
+}
+
+/// One `ingest` call waiting for the writer.
+pub(super) struct IngestJob {
+    txn_id: String,
+    events: Vec<NewEvent>,
+    reply: oneshot::Sender<Result<bool, StoreError>>,
+}
+
+/// Bounds of one group commit.
+const GROUP_MAX_TXNS: usize = 64;
+const GROUP_MAX_EVENTS: usize = 10_000;
+
+/// Writes queued transactions, as many as are waiting, in one database transaction.
+pub(super) async fn ingest_writer(pool: AnyPool, kind: DbKind, mut queue: mpsc::Receiver<IngestJob>) {
+    while let Some(first) = queue.recv().await {
+        let mut events = first.events.len();
+        let mut group = vec![first];
+        while group.len() < GROUP_MAX_TXNS && events < GROUP_MAX_EVENTS {
+            let Ok(job) = queue.try_recv() else { break };
+            events += job.events.len();
+            group.push(job);
+        }
+        match write_group(&pool, kind, &group).await {
+            Ok(new) => {
+                for (job, new) in group.into_iter().zip(new) {
+                    let _ = job.reply.send(Ok(new));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, txns = group.len(), "storing transactions failed");
+                let reason = e.to_string();
+                for job in group {
+                    let _ = job.reply.send(Err(StoreError::Write(reason.clone())));
+                }
+            }
+        }
+    }
+}
+
+async fn write_group(pool: &AnyPool, kind: DbKind, group: &[IngestJob]) -> Result<Vec<bool>, StoreError> {
+    let mut conn = pool.acquire().await?;
+    if kind == DbKind::Sqlite {
+        // The connection runs synchronous=NORMAL; an acknowledged transaction must survive a
+        // power cut, so this commit syncs the WAL (and with it every earlier commit).
+        conn.execute("PRAGMA synchronous = FULL").await?;
+    }
+    let result = insert_group(&mut conn, group).await;
+    if kind == DbKind::Sqlite {
+        let _ = conn.execute("PRAGMA synchronous = NORMAL").await;
+    }
+    result
+}
+
+async fn insert_group(conn: &mut AnyConnection, group: &[IngestJob]) -> Result<Vec<bool>, StoreError> {
+    let now = now_ms();
+    let mut tx = conn.begin().await?;
+    let mut new = Vec::with_capacity(group.len());
+    for job in group {
+        // A txn id seen before (even earlier in this group) changes nothing.
+        let inserted =
+            sqlx::query("INSERT INTO seen_txns (txn_id, received_at) VALUES ($1, $2) ON CONFLICT (txn_id) DO NOTHING")
+                .bind(&job.txn_id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                == 1;
+        new.push(inserted);
+        if !inserted {
+            continue;
+        }
+        for chunk in job.events.chunks(INSERT_CHUNK) {
+            let mut sql = String::from("INSERT INTO inbox (room_id, event_id, event, received_at) VALUES ");
+            for i in 0..chunk.len() {
+                let n = i * 4;
+                if i > 0 {
+                    sql.push(',');
+                }
+                sql.push_str(&format!("(${}, ${}, ${}, ${})", n + 1, n + 2, n + 3, n + 4));
+            }
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for e in chunk {
+                q = q.bind(&e.room_id).bind(&e.event_id).bind(&e.json).bind(now);
+            }
+            q.execute(&mut *tx).await?;
+        }
+    }
+    tx.commit().await?;
+    Ok(new)
 }

@@ -40,6 +40,10 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("cannot create the database directory {path}: {source}")]
     Dir { path: String, source: std::io::Error },
+    #[error("storing failed: {0}")]
+    Write(String),
+    #[error("the store is closed")]
+    Closed,
 }
 
 /// Handle to the database; cheap to clone.
@@ -47,6 +51,8 @@ pub enum StoreError {
 pub struct Store {
     pool: AnyPool,
     kind: DbKind,
+    /// Bounded: when the writer falls behind, the homeserver's requests wait (back-pressure).
+    ingest_queue: tokio::sync::mpsc::Sender<inbox::IngestJob>,
 }
 
 /// Milliseconds since the Unix epoch, the time unit of every column.
@@ -69,10 +75,10 @@ impl Store {
                     .max_connections(1)
                     .after_connect(|conn, _| {
                         Box::pin(async move {
-                            // WAL lets readers run beside the writer; FULL makes every
-                            // acknowledged transaction survive a power cut, not only a crash.
+                            // WAL lets readers run beside the writer. NORMAL survives a crash of
+                            // the agent; ingest raises it to FULL for its commits (power cuts).
                             conn.execute(
-                                "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+                                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
                                  PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;",
                             )
                             .await?;
@@ -84,8 +90,10 @@ impl Store {
             }
             DbKind::Postgres => options.max_connections(8).connect(url).await?,
         };
-        let store = Self { pool, kind };
+        let (ingest_queue, queue) = tokio::sync::mpsc::channel(256);
+        let store = Self { pool: pool.clone(), kind, ingest_queue };
         store.migrate().await?;
+        tokio::spawn(inbox::ingest_writer(pool, kind, queue));
         Ok(store)
     }
 
