@@ -2,8 +2,11 @@
 # Installs what the agent's local run and its tests need, idempotently:
 #   - Synapse in a Python venv (pip install matrix-synapse)
 #   - PostgreSQL server binaries (Debian package), for the PostgreSQL store tests
+#     (skipped with --no-postgres)
 # Everything goes under $CONCLAVE_TOOLS (default ~/.cache/conclave); nothing is started here.
 set -euo pipefail
+WITH_POSTGRES=1
+[ "${1:-}" = "--no-postgres" ] && WITH_POSTGRES=0
 
 TOOLS="${CONCLAVE_TOOLS:-$HOME/.cache/conclave}"
 VENV="$TOOLS/synapse-venv"
@@ -23,6 +26,7 @@ fi
 find_initdb() {
   command -v initdb 2>/dev/null || ls /usr/lib/postgresql/*/bin/initdb 2>/dev/null | sort -V | tail -n 1
 }
+[ "$WITH_POSTGRES" = 1 ] || exit 0
 if [ -z "$(find_initdb)" ]; then
   echo "postgresql: installing the Debian package"
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi

@@ -85,7 +85,10 @@ pub async fn check(config: &Config) -> anyhow::Result<bool> {
     let mut probes = Vec::new();
 
     let start = Instant::now();
-    let result = matrix.versions().await.map(|v| format!("{} (versions {})", config.homeserver.url, v.join(" ")));
+    let result = matrix
+        .versions()
+        .await
+        .map(|v| format!("{} (speaks Matrix up to {})", config.homeserver.url, v.last().map_or("?", String::as_str)));
     probes.push(Probe {
         name: "homeserver",
         required: true,
@@ -111,7 +114,7 @@ pub async fn check(config: &Config) -> anyhow::Result<bool> {
     let result = match tokio::time::timeout(Duration::from_secs(15), Store::connect(config.database.url.expose())).await
     {
         Ok(Ok(store)) => {
-            let r = store.ping().await.map(|()| format!("{:?}, migrations applied", store.kind()));
+            let r = store.ping().await.map(|()| format!("{}, migrations applied", store.kind()));
             store.close().await;
             r.map_err(|e| e.to_string())
         }

@@ -286,3 +286,26 @@ async fn unreachable_agent_is_diagnosed_at_start() {
     .await;
     assert!(log.contains(&agent.slot.url), "{log}");
 }
+
+#[tokio::test]
+async fn check_probes_the_homeserver_the_token_and_the_database() {
+    let agent = start_agent().await;
+    let check = |envs: Vec<(&str, &str)>| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_conclave-agent"));
+        cmd.arg("--config").arg(&agent.config_path).arg("check").envs(envs);
+        cmd.output().unwrap()
+    };
+    let out = check(vec![]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}");
+    for probe in ["homeserver  ok", "appservice  ok", "database    ok"] {
+        assert!(text.contains(probe), "{probe} missing in\n{text}");
+    }
+
+    let out = check(vec![("CONCLAVE_APPSERVICE__AS_TOKEN", "not-registered")]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("homeserver  ok"), "the homeserver itself is fine: {text}");
+    assert!(text.contains("appservice  FAIL") && text.contains("app_service_config_files"), "{text}");
+    assert!(!text.contains("not-registered"), "the token must not be printed: {text}");
+}

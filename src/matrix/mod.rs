@@ -116,6 +116,20 @@ impl MatrixClient {
         R::PathBuilder: PathInput,
         for<'a> R::Authentication: AuthScheme<Input<'a> = SendAccessToken<'a>>,
     {
+        self.send_with(request, SendAccessToken::Appservice(self.as_token.expose()), as_user).await
+    }
+
+    async fn send_with<R>(
+        &self,
+        request: R,
+        token: SendAccessToken<'_>,
+        as_user: Option<&UserId>,
+    ) -> Result<R::IncomingResponse, MatrixError>
+    where
+        R: OutgoingRequest,
+        R::PathBuilder: PathInput,
+        for<'a> R::Authentication: AuthScheme<Input<'a> = SendAccessToken<'a>>,
+    {
         let identity = as_user.map(AppserviceUserIdentity::new).unwrap_or_default();
         let mut backoff = FIRST_BACKOFF;
         let mut attempt = 1;
@@ -124,7 +138,7 @@ impl MatrixClient {
                 .clone()
                 .try_into_http_request_with_identity::<Vec<u8>>(
                     &self.base_url,
-                    SendAccessToken::Appservice(self.as_token.expose()),
+                    token,
                     identity,
                     R::PathBuilder::input(&self.versions),
                 )
@@ -174,9 +188,11 @@ impl MatrixClient {
 
     // ---- Intent-style helpers: one per action the agent takes. ----
 
-    /// The homeserver's supported versions (no authentication needed): a cheap liveness probe.
+    /// The homeserver's supported versions: a liveness probe that needs no token (so a wrong
+    /// as_token does not make a reachable homeserver look down).
     pub async fn versions(&self) -> Result<Vec<String>, MatrixError> {
-        Ok(self.send(cs::discovery::get_supported_versions::Request::new(), None).await?.versions)
+        let request = cs::discovery::get_supported_versions::Request::new();
+        Ok(self.send_with(request, SendAccessToken::None, None).await?.versions)
     }
 
     /// Asks the homeserver to ping this appservice; returns the round trip it measured.

@@ -20,6 +20,15 @@ pub enum DbKind {
     Postgres,
 }
 
+impl std::fmt::Display for DbKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Sqlite => "SQLite",
+            Self::Postgres => "PostgreSQL",
+        })
+    }
+}
+
 impl DbKind {
     pub fn from_url(url: &str) -> Result<Self, String> {
         if url.starts_with("sqlite:") {
