@@ -125,7 +125,7 @@ impl Default for Dispatch {
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct Llm {
     pub base_url: String,
     pub api_key: Secret,
@@ -497,6 +497,15 @@ mod tests {
         let again = Config::from_toml(&c.to_toml()).unwrap();
         assert_eq!(format!("{c:?}"), format!("{again:?}"));
         assert_eq!(again.appservice.as_token.expose(), "as-secret-1");
+    }
+
+    #[test]
+    fn a_partial_section_keeps_the_other_defaults() {
+        let c = Config::from_toml(&format!("{MINIMAL}\n[llm]\nchat_model = \"qwen3:8b\"\n")).unwrap();
+        assert_eq!(c.llm.chat_model, "qwen3:8b");
+        assert_eq!(c.llm.base_url, "http://127.0.0.1:11434/v1");
+        let c = Config::from_toml(&format!("{MINIMAL}\n[chroma]\ncollection = \"x\"\n")).unwrap();
+        assert_eq!(c.chroma.url, "http://127.0.0.1:8000");
     }
 
     #[test]

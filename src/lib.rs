@@ -24,6 +24,7 @@ pub mod config;
 pub mod context;
 pub mod dispatch;
 pub mod events;
+pub mod llm;
 pub mod matrix;
 pub mod ops;
 pub mod registration;

@@ -265,6 +265,7 @@ async fn kill_9_between_ack_and_processing_loses_nothing_and_repeats_nothing() {
     }
     assert_eq!(alice.replies_to(&room, &agent.user_id(), &first).await.len(), 1, "first ping answered once");
     assert_eq!(alice.replies_to(&room, &agent.user_id(), &second).await.len(), 1, "second ping answered once");
+    assert!(agent.stop().success(), "SIGTERM is a clean shutdown");
 }
 
 #[tokio::test]
@@ -308,4 +309,60 @@ async fn check_probes_the_homeserver_the_token_and_the_database() {
     assert!(text.contains("homeserver  ok"), "the homeserver itself is fine: {text}");
     assert!(text.contains("appservice  FAIL") && text.contains("app_service_config_files"), "{text}");
     assert!(!text.contains("not-registered"), "the token must not be printed: {text}");
+}
+
+/// The homeserver client's calls, against the real Synapse (no agent process needed).
+#[tokio::test]
+async fn matrix_client_calls_work_against_synapse() {
+    use conclave_agent::matrix::{MatrixClient, txn_id_for};
+    use conclave_agent::secret::Secret;
+    use ruma::events::room::message::RoomMessageEventContent;
+    use ruma::{RoomId, UserId};
+
+    let slot = synapse().slot();
+    let client =
+        MatrixClient::new(&synapse().url, Secret::new(slot.as_token.clone()), Duration::from_secs(10)).unwrap();
+    let me = UserId::parse(slot.user_id()).unwrap();
+    let alice = User::register("alice").await;
+    let room_id = alice.create_room(&[me.as_str()]).await;
+    let room = <&RoomId>::try_from(room_id.as_str()).unwrap();
+    client.join(&me, room).await.unwrap();
+
+    // Ghosts: registering twice is fine; they act through identity assertion.
+    let ghost = UserId::parse(slot.ghost_id("pi")).unwrap();
+    client.ensure_registered(ghost.localpart()).await.unwrap();
+    client.ensure_registered(ghost.localpart()).await.unwrap();
+    client.set_display_name(&ghost, "Pi").await.unwrap();
+    let (_, profile) = alice.request(Method::GET, &format!("/profile/{}", enc(ghost.as_str())), None).await;
+    assert_eq!(profile["displayname"], "Pi");
+
+    // The same txn id is deduplicated by Synapse: what makes replays after a crash harmless.
+    let content = RoomMessageEventContent::notice_markdown("hello **there**");
+    let txn = txn_id_for("$trigger", "test");
+    let first = client.send_message(&me, room, &txn, &content).await.unwrap();
+    let again = client.send_message(&me, room, &txn, &content).await.unwrap();
+    assert_eq!(first, again);
+
+    client.edit_message(&me, room, &txn_id_for("$trigger", "edit"), &first, "hello *again*").await.unwrap();
+    client.typing(&me, room, Some(Duration::from_secs(5))).await.unwrap();
+    client.typing(&me, room, None).await.unwrap();
+
+    let (events, _) = client.messages(&me, room, None, 20).await.unwrap();
+    let bodies: Vec<String> =
+        events.iter().filter_map(|e| e.get_field::<Value>("content").ok().flatten()).map(|c| body_of(&c)).collect();
+    assert_eq!(bodies.iter().filter(|b| b.as_str() == "hello **there**").count(), 1, "{bodies:?}");
+    assert!(bodies.iter().any(|b| b == "* hello *again*"), "{bodies:?}");
+
+    let members = client.joined_members(&me, room).await.unwrap();
+    assert!(members.iter().any(|m| m.as_str() == alice.user_id) && members.contains(&me));
+    client.leave(&me, room).await.unwrap();
+    assert_eq!(alice.membership(&room_id, me.as_str()).await.as_deref(), Some("leave"));
+
+    // Refusals keep the Matrix errcode.
+    let err = client.join(&me, <&RoomId>::try_from("!nonexistent:test.local").unwrap()).await.unwrap_err();
+    assert!(err.errcode().is_some() && !err.is_transient(), "{err}");
+}
+
+fn body_of(content: &Value) -> String {
+    content["body"].as_str().unwrap_or_default().to_owned()
 }

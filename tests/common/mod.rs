@@ -5,6 +5,7 @@
 
 pub mod agent;
 pub mod client;
+pub mod fake_llm;
 pub mod postgres;
 pub mod proxy;
 pub mod synapse;
