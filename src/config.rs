@@ -35,6 +35,9 @@ pub struct Config {
     pub chroma: Chroma,
     #[serde(default)]
     pub browser: Browser,
+    /// The directory of the config file: `prompts/` there overrides the built-in prompts.
+    #[serde(skip)]
+    pub dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -132,7 +135,14 @@ pub struct Llm {
     pub chat_model: String,
     pub embedding_base_url: String,
     pub embedding_model: String,
+    /// Deadline of one answer, in seconds. Default 120.
     pub timeout_secs: u64,
+    /// A streamed answer is edited at most this often, in milliseconds. Default 1000.
+    pub edit_interval_ms: u64,
+    /// Token budget of the conversation sent with a question (estimated). Default 3000.
+    pub context_tokens: usize,
+    /// Longest answer, in tokens; 0 leaves it to the server. Default 0.
+    pub max_tokens: u32,
 }
 
 impl Default for Llm {
@@ -144,6 +154,9 @@ impl Default for Llm {
             embedding_base_url: String::new(),
             embedding_model: "nomic-embed-text".into(),
             timeout_secs: 120,
+            edit_interval_ms: 1000,
+            context_tokens: 3000,
+            max_tokens: 0,
         }
     }
 }
@@ -296,7 +309,9 @@ impl Config {
         if !path.exists() {
             return Err(ConfigError::NotFound { path: path.to_owned() });
         }
-        Self::from_figment(Figment::new().merge(Toml::file_exact(path)))
+        let mut config = Self::from_figment(Figment::new().merge(Toml::file_exact(path)))?;
+        config.dir = path.parent().map(Path::to_owned);
+        Ok(config)
     }
 
     /// Parses TOML text (with environment overrides): for `init` and for tests.
@@ -350,6 +365,7 @@ impl Config {
         http_url("llm.base_url", &self.llm.base_url)?;
         optional_http_url("llm.embedding_base_url", &self.llm.embedding_base_url)?;
         positive("llm.timeout_secs", self.llm.timeout_secs)?;
+        positive("llm.context_tokens", self.llm.context_tokens as u64)?;
         http_url("planka.url", &self.planka.url)?;
         optional_http_url("planka.public_url", &self.planka.public_url)?;
         http_url("chroma.url", &self.chroma.url)?;

@@ -2,7 +2,8 @@
 //! notice. Replies carry txn ids derived from the triggering event, so a replay after a crash is
 //! deduplicated by the homeserver.
 
-use crate::commands::{self, Invocation};
+use crate::chat;
+use crate::commands::{self, Command, Invocation};
 use crate::context::Context;
 use crate::matrix::{MatrixError, notice_reply, txn_id_for};
 use crate::store::{InboxItem, StoreError, now_ms};
@@ -55,6 +56,7 @@ pub async fn handle(ctx: &Context, item: &InboxItem) -> Result<(), HandleError> 
 /// Invites to our users are accepted from allowed users and rejected otherwise; our own joins
 /// and leaves keep the room state current.
 async fn membership(ctx: &Context, ev: &OriginalRoomMemberEvent) -> Result<(), HandleError> {
+    ctx.forget_members(&ev.room_id);
     let Ok(target) = <&UserId>::try_from(ev.state_key.as_str()) else { return Ok(()) };
     if !ctx.namespace.is_ours(target) {
         return Ok(());
@@ -101,15 +103,23 @@ async fn message(ctx: &Context, ev: &OriginalRoomMessageEvent) -> Result<(), Han
     if matches!(ev.content.relates_to, Some(Relation::Replacement(_))) {
         return Ok(());
     }
-    let Some(command) = commands::parse(&text.body) else { return Ok(()) };
-    let reply = if ctx.access.is_user(&ev.sender) {
-        let lag = now_ms() - i64::from(ev.origin_server_ts.get());
-        commands::execute(&command, &Invocation { lag_ms: (lag >= 0).then_some(lag) })
-    } else {
-        tracing::info!(sender = %ev.sender, "command from a user not in access.users");
-        strings::not_allowed()
+    let allowed = ctx.access.is_user(&ev.sender);
+    let Some(command) = commands::parse(&text.body) else {
+        // Not a command: a question, if it is addressed to the agent (plain chatter is not).
+        if allowed && let Some(question) = chat::addressed(ctx, ev, &text.body).await? {
+            return chat::answer(ctx, ev, &question).await;
+        }
+        return Ok(());
     };
-    reply_to(ctx, ev, &reply).await
+    if !allowed {
+        tracing::info!(sender = %ev.sender, "command from a user not in access.users");
+        return reply_to(ctx, ev, &strings::not_allowed()).await;
+    }
+    if let Command::Ask { question } = &command {
+        return chat::answer(ctx, ev, question).await;
+    }
+    let lag = now_ms() - i64::from(ev.origin_server_ts.get());
+    reply_to(ctx, ev, &commands::execute(&command, &Invocation { lag_ms: (lag >= 0).then_some(lag) })).await
 }
 
 /// Sends the one reply to `trigger`, as the agent user.

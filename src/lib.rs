@@ -8,8 +8,10 @@
 //! - [`store`]: SQLite or PostgreSQL through one `sqlx::Any` path: seen txn ids, the durable
 //!   inbox, room state.
 //! - [`matrix`]: the homeserver client (ruma typed requests, identity assertion, retries).
+//! - [`llm`]: the OpenAI-compatible chat client (Ollama), streaming, with real servers' quirks.
 //! - [`commands`], [`strings`]: chat commands (pure parse, then execute) and all user-facing text.
 //! - [`events`], [`dispatch`]: inbox → per-room ordered handling → replies.
+//! - [`chat`]: when the agent answers, the context it sends the model, the streamed answer.
 //! - [`appservice`]: the HTTP API the homeserver calls (axum).
 //! - [`service`], [`ops`]: `serve`, and the one-shot CLI operations.
 //!
@@ -19,6 +21,7 @@
 
 pub mod access;
 pub mod appservice;
+pub mod chat;
 pub mod commands;
 pub mod config;
 pub mod context;

@@ -8,6 +8,10 @@ use crate::strings;
 pub enum Command {
     Help,
     Ping,
+    /// `!ask <question>`: a chat answer, asked explicitly.
+    Ask {
+        question: String,
+    },
     /// `!name` that is not a command.
     Unknown {
         name: String,
@@ -20,7 +24,7 @@ pub enum Command {
 
 /// Commands that exist. A `/name` message counts as a command only for these, so a message
 /// that starts with a path (`/etc/hosts is …`) is not answered.
-const KNOWN: &[&str] = &["help", "ping"];
+const KNOWN: &[&str] = &["help", "ping", "ask"];
 
 /// Parses a message body; `None` when it is not a command at all.
 pub fn parse(body: &str) -> Option<Command> {
@@ -36,10 +40,14 @@ pub fn parse(body: &str) -> Option<Command> {
         return None;
     }
     let args: Vec<&str> = words.collect();
+    // The text after the name, as written (for free text such as a question).
+    let text = rest.trim_start()[name.len()..].trim();
     Some(match name.as_str() {
         "help" | "ping" if !args.is_empty() => Command::Invalid { reason: strings::takes_no_arguments(&name) },
         "help" => Command::Help,
         "ping" => Command::Ping,
+        "ask" if text.is_empty() => Command::Invalid { reason: strings::ask_needs_a_question() },
+        "ask" => Command::Ask { question: text.to_owned() },
         _ => Command::Unknown { name },
     })
 }
@@ -50,9 +58,10 @@ pub struct Invocation {
     pub lag_ms: Option<i64>,
 }
 
-/// The reply text for a command.
+/// The reply text for a command whose answer needs no backend (`Ask` streams; see `chat`).
 pub fn execute(command: &Command, invocation: &Invocation) -> String {
     match command {
+        Command::Ask { .. } => strings::ask_needs_a_question(),
         Command::Help => strings::help(),
         Command::Ping => strings::pong(invocation.lag_ms),
         Command::Unknown { name } => strings::unknown_command(name),
@@ -101,6 +110,13 @@ mod tests {
             ("emphasis", "!important: read this", None),
             ("empty", "", None),
             ("reply fallback", "> <@bob:x.y> hi\n> there\n\n!ping", Some(Command::Ping)),
+            (
+                "ask",
+                "!ask what is  *this*?\nsecond line",
+                Some(Command::Ask { question: "what is  *this*?\nsecond line".into() }),
+            ),
+            ("slash ask", "/ask why", Some(Command::Ask { question: "why".into() })),
+            ("ask nothing", "!ask  ", Some(Command::Invalid { reason: strings::ask_needs_a_question() })),
         ];
         for (name, body, want) in cases {
             assert_eq!(&parse(body), want, "case {name}: {body:?}");
@@ -119,7 +135,7 @@ mod tests {
     #[test]
     fn help_lists_every_known_command() {
         for name in KNOWN {
-            assert!(strings::help().contains(&format!("`!{name}`")), "{name} missing from help");
+            assert!(strings::help().contains(&format!("`!{name}")), "{name} missing from help");
         }
     }
 }

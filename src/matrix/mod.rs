@@ -278,6 +278,27 @@ impl MatrixClient {
         Ok((response.chunk, response.end))
     }
 
+    /// A string field of a room state event (`m.room.name` → `name`); `None` when it is not set.
+    pub async fn state_field(
+        &self,
+        user: &UserId,
+        room: &RoomId,
+        event_type: &str,
+        field: &str,
+    ) -> Result<Option<String>, MatrixError> {
+        let request =
+            cs::state::get_state_event_for_key::v3::Request::new(room.to_owned(), event_type.into(), String::new());
+        match self.send(request, Some(user)).await {
+            Ok(response) => {
+                let content: serde_json::Value = serde_json::from_str(response.event_or_content.get())
+                    .map_err(|e| MatrixError::Response(e.to_string()))?;
+                Ok(content.get(field).and_then(|v| v.as_str()).map(str::to_owned))
+            }
+            Err(e) if e.errcode() == Some("M_NOT_FOUND") => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The users joined to a room (as seen by `user`, who must be in it).
     pub async fn joined_members(&self, user: &UserId, room: &RoomId) -> Result<Vec<OwnedUserId>, MatrixError> {
         let response = self.send(cs::membership::joined_members::v3::Request::new(room.to_owned()), Some(user)).await?;

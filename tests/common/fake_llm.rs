@@ -32,6 +32,8 @@ pub const MODELS: &[&str] = &[
 struct Inner {
     requests: Vec<Value>,
     reply: Option<String>,
+    /// Pause between streamed words (default 5 ms).
+    word_delay: Option<Duration>,
 }
 
 #[derive(Clone)]
@@ -59,6 +61,11 @@ impl FakeLlm {
         self.inner.lock().unwrap().reply = Some(reply.to_owned());
     }
 
+    /// Paces the stream: the pause between words.
+    pub fn set_word_delay(&self, delay: Duration) {
+        self.inner.lock().unwrap().word_delay = Some(delay);
+    }
+
     /// Every request body received so far.
     pub fn requests(&self) -> Vec<Value> {
         self.inner.lock().unwrap().requests.clone()
@@ -80,10 +87,10 @@ fn error(status: StatusCode, message: &str) -> Response {
 
 async fn completions(State(inner): State<Arc<Mutex<Inner>>>, Json(body): Json<Value>) -> Response {
     let model = body["model"].as_str().unwrap_or_default().to_owned();
-    let reply = {
+    let (reply, word_delay) = {
         let mut inner = inner.lock().unwrap();
         inner.requests.push(body.clone());
-        inner.reply.clone()
+        (inner.reply.clone(), inner.word_delay.unwrap_or(Duration::from_millis(5)))
     };
     if !MODELS.contains(&model.as_str()) {
         // Ollama's words and status for a model it does not have.
@@ -136,7 +143,7 @@ async fn completions(State(inner): State<Arc<Mutex<Inner>>>, Json(body): Json<Va
     }
     let words: Vec<String> = text.split_inclusive(' ').map(str::to_owned).collect();
     for (i, w) in words.iter().enumerate() {
-        let wait = if i == 0 { first_delay } else { Duration::from_millis(5) };
+        let wait = if i == 0 { first_delay } else { word_delay };
         events.push((wait, delta(json!(w), no_finish.clone())));
     }
     events.push((Duration::ZERO, delta(json!(""), json!("stop"))));

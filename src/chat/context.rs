@@ -1,0 +1,218 @@
+//! What the model is sent: the system prompt (a file in `prompts/`, overridable from the config
+//! directory), the room's name and topic, today's date, then the recent conversation — the thread
+//! when the question is threaded — trimmed to a token budget, newest kept. The agent's own
+//! earlier answers are `assistant` turns.
+
+use crate::config::Config;
+use crate::context::Context;
+use crate::events::HandleError;
+use crate::llm::{Message, Role};
+use ruma::events::room::message::{OriginalRoomMessageEvent, Relation};
+use serde_json::Value;
+use std::collections::HashMap;
+
+/// Messages of history fetched for context.
+const HISTORY_EVENTS: u32 = 50;
+
+/// The built-in prompts; `<config dir>/prompts/<name>.md` replaces one.
+const BUILT_IN: &[(&str, &str)] = &[("chat", include_str!("../../prompts/chat.md"))];
+
+pub fn prompt(config: &Config, name: &str) -> String {
+    if let Some(dir) = &config.dir
+        && let Ok(text) = std::fs::read_to_string(dir.join("prompts").join(format!("{name}.md")))
+    {
+        return text;
+    }
+    BUILT_IN.iter().find(|(n, _)| *n == name).map(|(_, t)| (*t).to_owned()).unwrap_or_default()
+}
+
+/// One earlier message of the conversation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Turn {
+    pub role: Role,
+    pub text: String,
+}
+
+pub async fn build(
+    ctx: &Context,
+    trigger: &OriginalRoomMessageEvent,
+    question: &str,
+) -> Result<Vec<Message>, HandleError> {
+    let me = ctx.namespace.sender();
+    let room = &trigger.room_id;
+    let name = ctx.matrix.state_field(me, room, "m.room.name", "name").await?;
+    let topic = ctx.matrix.state_field(me, room, "m.room.topic", "topic").await?;
+    let mut system = prompt(&ctx.config, "chat");
+    system.push_str(&format!("\n\nToday is {}.", today_utc()));
+    if let Some(name) = name {
+        system.push_str(&format!(" This chat room is \"{name}\"."));
+    }
+    if let Some(topic) = topic.filter(|t| !t.is_empty()) {
+        system.push_str(&format!(" Its topic: {topic}"));
+    }
+
+    let (events, _) = ctx.matrix.messages(me, room, None, HISTORY_EVENTS).await?;
+    let events: Vec<Value> = events.iter().filter_map(|e| e.deserialize_as_unchecked::<Value>().ok()).collect();
+    let thread = match &trigger.content.relates_to {
+        Some(Relation::Thread(t)) => Some(t.event_id.as_str()),
+        _ => None,
+    };
+    let history = turns_from_history(&events, me.as_str(), trigger.event_id.as_str(), thread);
+
+    // Retrieved earlier messages (the RAG issue fills this), framed as quoted material.
+    let retrieved: Vec<String> = Vec::new();
+
+    let asked = Message::new(Role::User, format!("{}: {question}", trigger.sender.localpart()));
+    let budget =
+        ctx.config.llm.context_tokens.saturating_sub(estimate_tokens(&system) + estimate_tokens(&asked.content));
+    let mut messages = vec![Message::new(Role::System, system)];
+    if !retrieved.is_empty() {
+        messages.push(Message::new(Role::System, format!("<history>\n{}\n</history>", retrieved.join("\n"))));
+    }
+    messages.extend(trim_to_budget(history, budget).into_iter().map(|t| Message::new(t.role, t.text)));
+    messages.push(asked);
+    Ok(messages)
+}
+
+/// Turns from `/messages` output (newest first), oldest first: text messages only, commands left
+/// out, edits applied, the trigger itself left out; within `thread` only that thread.
+pub fn turns_from_history(events: &[Value], me: &str, trigger: &str, thread: Option<&str>) -> Vec<Turn> {
+    // Newest first, so the first edit seen of a message is its latest.
+    let mut edits: HashMap<&str, &str> = HashMap::new();
+    for e in events {
+        let rel = &e["content"]["m.relates_to"];
+        if rel["rel_type"] == "m.replace"
+            && let (Some(target), Some(body)) =
+                (rel["event_id"].as_str(), e["content"]["m.new_content"]["body"].as_str())
+        {
+            edits.entry(target).or_insert(body);
+        }
+    }
+    let mut turns = Vec::new();
+    for e in events.iter().rev() {
+        let content = &e["content"];
+        let rel = &content["m.relates_to"];
+        let id = e["event_id"].as_str().unwrap_or_default();
+        if e["type"] != "m.room.message" || id == trigger || rel["rel_type"] == "m.replace" {
+            continue;
+        }
+        if let Some(root) = thread {
+            let in_thread = id == root || (rel["rel_type"] == "m.thread" && rel["event_id"] == root);
+            if !in_thread {
+                continue;
+            }
+        }
+        let Some(body) = edits.get(id).copied().or(content["body"].as_str()) else { continue };
+        if !matches!(content["msgtype"].as_str(), Some("m.text" | "m.notice")) || crate::commands::parse(body).is_some()
+        {
+            continue;
+        }
+        let sender = e["sender"].as_str().unwrap_or_default();
+        turns.push(if sender == me {
+            Turn { role: Role::Assistant, text: body.to_owned() }
+        } else {
+            let name = sender.trim_start_matches('@').split(':').next().unwrap_or(sender);
+            Turn { role: Role::User, text: format!("{name}: {body}") }
+        });
+    }
+    turns
+}
+
+/// Keeps the newest turns that fit the budget.
+fn trim_to_budget(turns: Vec<Turn>, budget: usize) -> Vec<Turn> {
+    let mut used = 0;
+    let mut kept: Vec<Turn> = turns
+        .into_iter()
+        .rev()
+        .take_while(|t| {
+            used += estimate_tokens(&t.text);
+            used <= budget
+        })
+        .collect();
+    kept.reverse();
+    kept
+}
+
+/// About four characters per token, plus a little per message: good enough for a budget.
+fn estimate_tokens(text: &str) -> usize {
+    text.chars().count() / 4 + 4
+}
+
+/// `YYYY-MM-DD` (UTC), without a date crate: civil-from-days.
+fn today_utc() -> String {
+    let days = crate::store::now_ms().div_euclid(86_400_000);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn msg(id: &str, sender: &str, body: &str, rel: Value) -> Value {
+        json!({"type": "m.room.message", "event_id": id, "sender": sender,
+               "content": {"msgtype": "m.text", "body": body, "m.relates_to": rel}})
+    }
+
+    #[test]
+    fn history_becomes_turns() {
+        let me = "@agent:x.y";
+        // Newest first, as /messages returns them.
+        let events = vec![
+            msg("$q2", "@bob:x.y", "agent: and now?", Value::Null),
+            json!({"type": "m.room.message", "event_id": "$e1", "sender": me, "content": {"msgtype": "m.notice",
+                   "body": "* full answer", "m.new_content": {"msgtype": "m.notice", "body": "full answer"},
+                   "m.relates_to": {"rel_type": "m.replace", "event_id": "$a1"}}}),
+            json!({"type": "m.room.message", "event_id": "$a1", "sender": me, "content": {"msgtype": "m.notice", "body": "full"}}),
+            msg("$c", "@bob:x.y", "!ping", Value::Null),
+            json!({"type": "m.room.member", "event_id": "$m", "sender": "@bob:x.y", "content": {"membership": "join"}}),
+            msg("$q1", "@alice:x.y", "agent: what is 2+2?", Value::Null),
+        ];
+        let turns = turns_from_history(&events, me, "$q2", None);
+        assert_eq!(
+            turns,
+            vec![
+                Turn { role: Role::User, text: "alice: agent: what is 2+2?".into() },
+                Turn { role: Role::Assistant, text: "full answer".into() },
+            ]
+        );
+    }
+
+    #[test]
+    fn threads_keep_only_their_messages() {
+        let thread = json!({"rel_type": "m.thread", "event_id": "$root"});
+        let events = vec![
+            msg("$t2", "@bob:x.y", "in thread 2", thread.clone()),
+            msg("$other", "@bob:x.y", "main timeline", Value::Null),
+            msg("$t1", "@bob:x.y", "in thread 1", thread),
+            msg("$root", "@alice:x.y", "the root", Value::Null),
+        ];
+        let texts: Vec<String> =
+            turns_from_history(&events, "@agent:x.y", "$t2", Some("$root")).into_iter().map(|t| t.text).collect();
+        assert_eq!(texts, ["alice: the root", "bob: in thread 1"]);
+    }
+
+    #[test]
+    fn budget_keeps_the_newest() {
+        let turns: Vec<Turn> = (0..10).map(|i| Turn { role: Role::User, text: format!("{i}").repeat(40) }).collect();
+        let kept = trim_to_budget(turns, 30);
+        assert_eq!(kept.len(), 2);
+        assert!(kept[1].text.starts_with('9'));
+    }
+
+    #[test]
+    fn dates_are_civil() {
+        let d = today_utc();
+        assert_eq!(d.len(), 10);
+        assert!(d.starts_with("20"), "{d}");
+    }
+}
