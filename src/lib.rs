@@ -8,6 +8,7 @@
 //! - [`store`]: SQLite or PostgreSQL through one `sqlx::Any` path: seen txn ids, the durable
 //!   inbox, room state.
 //! - [`matrix`]: the homeserver client (ruma typed requests, identity assertion, retries).
+//! - [`planka`]: the Planka client (boards, cards, comments) and its webhook deliveries.
 //! - [`commands`], [`strings`]: chat commands (pure parse, then execute) and all user-facing text.
 //! - [`events`], [`dispatch`]: inbox → per-room ordered handling → replies.
 //! - [`appservice`]: the HTTP API the homeserver calls (axum).
@@ -26,6 +27,7 @@ pub mod dispatch;
 pub mod events;
 pub mod matrix;
 pub mod ops;
+pub mod planka;
 pub mod registration;
 pub mod secret;
 pub mod service;
