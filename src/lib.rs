@@ -9,6 +9,7 @@
 //!   inbox, room state.
 //! - [`matrix`]: the homeserver client (ruma typed requests, identity assertion, retries).
 //! - [`llm`]: the OpenAI-compatible chat client (Ollama), streaming, with real servers' quirks.
+//! - [`planka`]: the Planka client (boards, cards, comments) and its webhook deliveries.
 //! - [`commands`], [`strings`]: chat commands (pure parse, then execute) and all user-facing text.
 //! - [`events`], [`dispatch`]: inbox → per-room ordered handling → replies.
 //! - [`chat`]: when the agent answers, the context it sends the model, the streamed answer.
@@ -26,10 +27,12 @@ pub mod commands;
 pub mod config;
 pub mod context;
 pub mod dispatch;
+pub mod error_text;
 pub mod events;
 pub mod llm;
 pub mod matrix;
 pub mod ops;
+pub mod planka;
 pub mod registration;
 pub mod secret;
 pub mod service;

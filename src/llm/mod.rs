@@ -220,7 +220,7 @@ impl LlmClient {
         let url = self.base_url.clone();
         match e {
             OpenAIError::Reqwest(e) if e.is_timeout() => LlmError::Timeout { url, secs: self.timeout.as_secs() },
-            OpenAIError::Reqwest(e) => LlmError::Unreachable { url, reason: error_chain(&e) },
+            OpenAIError::Reqwest(e) => LlmError::Unreachable { url, reason: crate::error_text::chain(&e) },
             OpenAIError::ApiError(e) if e.status_code == 404 && !model.is_empty() => {
                 LlmError::ModelNotFound { model: model.to_owned(), url }
             }
@@ -252,17 +252,6 @@ fn deltas_of(chunk: Chunk, think: &mut ThinkFilter) -> Vec<Result<Delta, LlmErro
     }
     if let Some(usage) = chunk.usage {
         out.push(Ok(Delta::Usage(usage)));
-    }
-    out
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
     }
     out
 }

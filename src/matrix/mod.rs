@@ -182,7 +182,7 @@ impl MatrixClient {
             MatrixError::Timeout(self.timeout)
         } else {
             // Without the URL: it is our own base_url, reported separately.
-            MatrixError::Unreachable { url: self.base_url.clone(), reason: error_chain(&e) }
+            MatrixError::Unreachable { url: self.base_url.clone(), reason: crate::error_text::chain(&e) }
         }
     }
 
@@ -335,18 +335,6 @@ fn api_error(response: http::Response<Vec<u8>>) -> MatrixError {
         None => ("M_UNKNOWN".into(), String::from_utf8_lossy(response.body()).chars().take(200).collect()),
     };
     MatrixError::Api { status, errcode, message }
-}
-
-/// The error and its causes on one line: reqwest's top-level message alone hides the cause.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 #[cfg(test)]

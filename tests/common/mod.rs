@@ -1,11 +1,13 @@
 //! Test harness: real servers started once per test binary (Synapse, PostgreSQL), agents started
 //! per test as real `conclave-agent serve` processes, a small Matrix client for the humans, and a
-//! TCP proxy that can hold or swallow traffic between the agent and Synapse.
+//! TCP proxy that can hold or swallow traffic between the agent and Synapse, and fakes of the
+//! servers that cannot run here (Planka).
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
 pub mod agent;
 pub mod client;
 pub mod fake_llm;
+pub mod fake_planka;
 pub mod postgres;
 pub mod proxy;
 pub mod synapse;
