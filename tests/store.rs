@@ -81,6 +81,27 @@ async fn contract(store: Store) {
     assert!(!store.encrypted_notice_sent("!a").await.unwrap());
     assert!(store.joined_rooms().await.unwrap().is_empty());
 
+    // Room settings survive next to membership, and reset.
+    use conclave_agent::store::{RoomSettings, today};
+    assert_eq!(store.room_settings("!s").await.unwrap(), RoomSettings::default());
+    let set = RoomSettings { model: Some("qwen3:8b".into()), prompt: Some("Be terse.".into()) };
+    store.set_room_settings("!s", &set).await.unwrap();
+    store.room_set_joined("!s", true).await.unwrap();
+    assert_eq!(store.room_settings("!s").await.unwrap(), set);
+    store.set_room_settings("!s", &RoomSettings::default()).await.unwrap();
+    assert_eq!(store.room_settings("!s").await.unwrap(), RoomSettings::default());
+
+    // The usage ledger adds up per room and per user.
+    store.record_usage("!s", "@a:x", "m1", 100, 10).await.unwrap();
+    store.record_usage("!s", "@a:x", "m1", 50, 5).await.unwrap();
+    store.record_usage("!s", "@b:x", "m2", 7, 3).await.unwrap();
+    store.record_usage("!t", "@a:x", "m1", 1, 1).await.unwrap();
+    let room = store.room_usage("!s", today()).await.unwrap();
+    assert_eq!((room.requests, room.prompt_tokens, room.completion_tokens), (3, 157, 18));
+    let user = store.user_usage("@a:x", today() - 29).await.unwrap();
+    assert_eq!((user.requests, user.prompt_tokens, user.completion_tokens), (3, 151, 16));
+    assert_eq!(store.user_usage("@a:x", today() + 1).await.unwrap().requests, 0);
+
     // Old txn ids are pruned; recent ones are kept.
     assert_eq!(store.prune_seen_txns(now_ms() - 60_000).await.unwrap(), 0);
     assert_eq!(store.prune_seen_txns(now_ms() + 1).await.unwrap(), 2);

@@ -6,8 +6,10 @@
 
 mod inbox;
 mod rooms;
+mod settings;
 
 pub use inbox::{InboxItem, NewEvent};
+pub use settings::{RoomSettings, UsageTotals, today};
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Executor};
