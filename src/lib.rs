@@ -8,6 +8,7 @@
 //! - [`store`]: SQLite or PostgreSQL through one `sqlx::Any` path: seen txn ids, the durable
 //!   inbox, room state.
 //! - [`matrix`]: the homeserver client (ruma typed requests, identity assertion, retries).
+//! - [`rag`]: retrieval over room history: the ChromaDB client, every query scoped to rooms.
 //! - [`commands`], [`strings`]: chat commands (pure parse, then execute) and all user-facing text.
 //! - [`events`], [`dispatch`]: inbox → per-room ordered handling → replies.
 //! - [`appservice`]: the HTTP API the homeserver calls (axum).
@@ -26,6 +27,7 @@ pub mod dispatch;
 pub mod events;
 pub mod matrix;
 pub mod ops;
+pub mod rag;
 pub mod registration;
 pub mod secret;
 pub mod service;
