@@ -606,6 +606,44 @@ mod tests {
         assert!(!format!("{client:?}").contains("hunter2"));
     }
 
+    /// The head of the one request `client.heartbeat()` sends, seen by a bare listener.
+    async fn request_head(token: &str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0; 4096];
+            let n = s.read(&mut buf).await.unwrap();
+            let body = r#"{"nanosecond heartbeat":1}"#;
+            let reply = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}", body.len());
+            s.write_all(reply.as_bytes()).await.unwrap();
+            String::from_utf8_lossy(&buf[..n]).to_lowercase()
+        });
+        let client = ChromaClient::new(&config(&url, token), Duration::from_secs(2)).unwrap();
+        assert_eq!(client.heartbeat().await.unwrap(), 1);
+        server.await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_token_header_is_sent_only_when_configured() {
+        assert!(request_head("s3cret").await.contains("x-chroma-token: s3cret\r\n"));
+        assert!(!request_head("").await.contains("x-chroma-token"));
+    }
+
+    #[tokio::test]
+    async fn a_chroma_that_never_answers_times_out() {
+        // Accepts connections (the kernel's backlog) but never reads or answers.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let client = ChromaClient::new(&config(&url, ""), Duration::from_millis(300)).unwrap();
+        let err = client.count().await.unwrap_err();
+        assert!(matches!(err, ChromaError::Timeout(_)), "{err:?}");
+        assert!(err.is_transient());
+        assert!(err.to_string().starts_with("Chroma did not answer"), "{err}");
+        drop(listener);
+    }
+
     #[tokio::test]
     async fn unreachable_chroma_is_a_clear_transient_error() {
         // Port 9 (discard) on loopback is closed here: the connection is refused at once.
