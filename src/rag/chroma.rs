@@ -239,7 +239,8 @@ struct ErrorBody {
 impl ChromaClient {
     pub fn new(config: &config::Chroma, timeout: Duration) -> Result<Self, ChromaError> {
         let mut api = Url::parse(&config.url).map_err(|e| ChromaError::Build(format!("chroma.url: {e}")))?;
-        if !matches!(api.scheme(), "http" | "https") {
+        // The client is built without TLS: Chroma listens on loopback (it has no authentication).
+        if api.scheme() != "http" {
             return Err(ChromaError::Build("chroma.url: must be an http:// URL".into()));
         }
         api.path_segments_mut()
@@ -596,7 +597,9 @@ mod tests {
             client.db_url(&["collections"]).as_str(),
             "http://127.0.0.1:8000/chroma/api/v2/tenants/a%20b/databases/default_database/collections"
         );
-        assert!(ChromaClient::new(&config("ftp://x", ""), Duration::from_secs(1)).is_err());
+        for url in ["ftp://x", "https://chroma.example", "not a url"] {
+            assert!(ChromaClient::new(&config(url, ""), Duration::from_secs(1)).is_err(), "{url}");
+        }
     }
 
     #[test]
