@@ -14,7 +14,7 @@ TOOLS="${CONCLAVE_TOOLS:-$HOME/.cache/conclave}"
 PY=$TOOLS/synapse-venv/bin/python
 mkdir -p "$STATE/synapse"
 
-bash scripts/setup.sh --no-postgres
+bash scripts/setup.sh --synapse-only
 cargo build --quiet
 AGENT=$ROOT/target/debug/conclave-agent
 export CONCLAVE_CONFIG=$STATE/conclave.toml

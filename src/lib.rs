@@ -10,6 +10,7 @@
 //! - [`matrix`]: the homeserver client (ruma typed requests, identity assertion, retries).
 //! - [`llm`]: the OpenAI-compatible chat client (Ollama), streaming, with real servers' quirks.
 //! - [`planka`]: the Planka client (boards, cards, comments) and its webhook deliveries.
+//! - [`rag`]: retrieval over room history: the ChromaDB client, every query scoped to rooms.
 //! - [`commands`], [`strings`]: chat commands (pure parse, then execute) and all user-facing text.
 //! - [`events`], [`dispatch`]: inbox → per-room ordered handling → replies.
 //! - [`chat`]: when the agent answers, the context it sends the model, the streamed answer.
@@ -33,6 +34,7 @@ pub mod llm;
 pub mod matrix;
 pub mod ops;
 pub mod planka;
+pub mod rag;
 pub mod registration;
 pub mod secret;
 pub mod service;

