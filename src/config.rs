@@ -143,6 +143,29 @@ pub struct Llm {
     pub context_tokens: usize,
     /// Longest answer, in tokens; 0 leaves it to the server. Default 0.
     pub max_tokens: u32,
+    /// Answers generated at once; more wait in line (with a "queued" notice). Default 2.
+    pub max_concurrent: usize,
+    /// Questions one user may ask per minute; 0 = no limit. Default 10.
+    pub user_requests_per_minute: u32,
+    /// A second server used while the primary fails. Default none.
+    pub fallback: Option<LlmFallback>,
+}
+
+/// `[llm.fallback]`: used when the primary fails, until a cooldown has passed.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LlmFallback {
+    pub base_url: String,
+    #[serde(default)]
+    pub api_key: Secret,
+    pub chat_model: String,
+    /// Seconds before the primary is tried again after it failed. Default 60.
+    #[serde(default = "default_fallback_cooldown")]
+    pub cooldown_secs: u64,
+}
+
+fn default_fallback_cooldown() -> u64 {
+    60
 }
 
 impl Default for Llm {
@@ -157,6 +180,9 @@ impl Default for Llm {
             edit_interval_ms: 1000,
             context_tokens: 3000,
             max_tokens: 0,
+            max_concurrent: 2,
+            user_requests_per_minute: 10,
+            fallback: None,
         }
     }
 }
@@ -366,6 +392,11 @@ impl Config {
         optional_http_url("llm.embedding_base_url", &self.llm.embedding_base_url)?;
         positive("llm.timeout_secs", self.llm.timeout_secs)?;
         positive("llm.context_tokens", self.llm.context_tokens as u64)?;
+        positive("llm.max_concurrent", self.llm.max_concurrent as u64)?;
+        if let Some(f) = &self.llm.fallback {
+            http_url("llm.fallback.base_url", &f.base_url)?;
+            non_empty("llm.fallback.chat_model", &f.chat_model)?;
+        }
         http_url("planka.url", &self.planka.url)?;
         optional_http_url("planka.public_url", &self.planka.public_url)?;
         http_url("chroma.url", &self.chroma.url)?;
@@ -522,6 +553,17 @@ mod tests {
         assert_eq!(c.llm.base_url, "http://127.0.0.1:11434/v1");
         let c = Config::from_toml(&format!("{MINIMAL}\n[chroma]\ncollection = \"x\"\n")).unwrap();
         assert_eq!(c.chroma.url, "http://127.0.0.1:8000");
+    }
+
+    #[test]
+    fn fallback_is_optional_and_validated() {
+        let with =
+            format!("{MINIMAL}\n[llm.fallback]\nbase_url = \"http://10.0.0.2:8080/v1\"\nchat_model = \"small\"\n");
+        let c = Config::from_toml(&with).unwrap();
+        let f = c.llm.fallback.unwrap();
+        assert_eq!((f.chat_model.as_str(), f.cooldown_secs), ("small", 60));
+        let bad = with.replace("http://10.0.0.2:8080/v1", "nope");
+        assert_eq!(key_of(Config::from_toml(&bad).unwrap_err()), "llm.fallback.base_url");
     }
 
     #[test]

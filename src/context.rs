@@ -7,10 +7,11 @@ use crate::llm::LlmClient;
 use crate::matrix::MatrixClient;
 use crate::registration::Namespace;
 use crate::store::Store;
-use ruma::{OwnedRoomId, RoomId};
-use std::collections::HashMap;
+use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
 
 /// How long a room's member count is trusted (membership events also clear it).
 const MEMBERS_TTL: Duration = Duration::from_secs(60);
@@ -22,17 +23,83 @@ pub struct Context {
     pub namespace: Arc<Namespace>,
     pub access: Access,
     pub config: Config,
+    /// The `[llm.fallback]` server, if configured.
+    pub fallback: Option<Fallback>,
+    /// Answers generated at once (`llm.max_concurrent`).
+    pub generations: Arc<Semaphore>,
     /// Joined-member counts, to tell direct chats without asking the homeserver per message.
     members: Mutex<HashMap<OwnedRoomId, (usize, Instant)>>,
+    /// When each user asked, over the last minute (`llm.user_requests_per_minute`).
+    questions: Mutex<HashMap<OwnedUserId, VecDeque<Instant>>>,
+    /// Until when the primary model server is skipped for the fallback.
+    primary_down_until: Mutex<Option<Instant>>,
+}
+
+pub struct Fallback {
+    pub client: LlmClient,
+    pub model: String,
+    pub cooldown: Duration,
 }
 
 impl Context {
     pub fn new(config: Config, store: Store, matrix: MatrixClient) -> anyhow::Result<Self> {
         let namespace = Arc::new(Namespace::from_config(&config)?);
         let access = Access::new(&config.access_users(), &config.access.admins).map_err(anyhow::Error::msg)?;
-        let llm =
-            LlmClient::new(&config.llm.base_url, &config.llm.api_key, Duration::from_secs(config.llm.timeout_secs))?;
-        Ok(Self { store, matrix, llm, namespace, access, config, members: Mutex::default() })
+        let timeout = Duration::from_secs(config.llm.timeout_secs);
+        let llm = LlmClient::new(&config.llm.base_url, &config.llm.api_key, timeout)?;
+        let fallback = match &config.llm.fallback {
+            Some(f) => Some(Fallback {
+                client: LlmClient::new(&f.base_url, &f.api_key, timeout)?,
+                model: f.chat_model.clone(),
+                cooldown: Duration::from_secs(f.cooldown_secs),
+            }),
+            None => None,
+        };
+        let generations = Arc::new(Semaphore::new(config.llm.max_concurrent));
+        Ok(Self {
+            store,
+            matrix,
+            llm,
+            namespace,
+            access,
+            config,
+            fallback,
+            generations,
+            members: Mutex::default(),
+            questions: Mutex::default(),
+            primary_down_until: Mutex::default(),
+        })
+    }
+
+    /// Counts a question against the user's per-minute allowance; `false` when it is used up.
+    pub fn allow_question(&self, user: &UserId) -> bool {
+        let limit = self.config.llm.user_requests_per_minute as usize;
+        if limit == 0 {
+            return true;
+        }
+        let mut questions = self.questions.lock().expect("not poisoned");
+        let now = Instant::now();
+        let minute = Duration::from_secs(60);
+        // Forget users who have been quiet for a minute, so the map stays small.
+        questions.retain(|_, times| times.back().is_some_and(|t| now.duration_since(*t) < minute));
+        let times = questions.entry(user.to_owned()).or_default();
+        times.retain(|t| now.duration_since(*t) < minute);
+        if times.len() >= limit {
+            return false;
+        }
+        times.push_back(now);
+        true
+    }
+
+    pub fn primary_cooling_down(&self) -> bool {
+        self.primary_down_until.lock().expect("not poisoned").is_some_and(|until| Instant::now() < until)
+    }
+
+    /// The primary failed: use the fallback until its cooldown has passed.
+    pub fn mark_primary_down(&self) {
+        if let Some(f) = &self.fallback {
+            *self.primary_down_until.lock().expect("not poisoned") = Some(Instant::now() + f.cooldown);
+        }
     }
 
     /// A direct chat: the agent and exactly one other member.

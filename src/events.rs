@@ -115,11 +115,17 @@ async fn message(ctx: &Context, ev: &OriginalRoomMessageEvent) -> Result<(), Han
         tracing::info!(sender = %ev.sender, "command from a user not in access.users");
         return reply_to(ctx, ev, &strings::not_allowed()).await;
     }
-    if let Command::Ask { question } = &command {
-        return chat::answer(ctx, ev, question).await;
-    }
-    let lag = now_ms() - i64::from(ev.origin_server_ts.get());
-    reply_to(ctx, ev, &commands::execute(&command, &Invocation { lag_ms: (lag >= 0).then_some(lag) })).await
+    let reply = match &command {
+        Command::Ask { question } => return chat::answer(ctx, ev, question).await,
+        Command::Model { name } => commands::llm::model(ctx, ev, name.as_deref()).await?,
+        Command::Prompt(change) => commands::llm::prompt(ctx, ev, change).await?,
+        Command::Usage => commands::llm::usage(ctx, ev).await?,
+        _ => {
+            let lag = now_ms() - i64::from(ev.origin_server_ts.get());
+            commands::execute(&command, &Invocation { lag_ms: (lag >= 0).then_some(lag) })
+        }
+    };
+    reply_to(ctx, ev, &reply).await
 }
 
 /// Sends the one reply to `trigger`, as the agent user.

@@ -28,25 +28,30 @@ async fn group_room(alice: &User, agent: &Agent) -> String {
     room
 }
 
-/// The latest text of the agent's answer to `trigger` (its last edit, if any).
-async fn answer_text(user: &User, room: &str, agent: &Agent, trigger: &str) -> Option<String> {
+/// The latest text (last edit applied) of each of the agent's replies to `trigger`.
+async fn answer_texts(user: &User, room: &str, agent: &Agent, trigger: &str) -> Vec<String> {
     let timeline = user.timeline(room).await;
-    let first = timeline.iter().find(|e| {
+    let replies = timeline.iter().filter(|e| {
         e["sender"] == agent.user_id().as_str() && e["content"]["m.relates_to"]["m.in_reply_to"]["event_id"] == trigger
-    })?;
-    let id = first["event_id"].as_str()?;
-    let last_edit = timeline.iter().rev().find(|e| {
-        e["content"]["m.relates_to"]["rel_type"] == "m.replace" && e["content"]["m.relates_to"]["event_id"] == id
     });
-    Some(last_edit.map_or_else(
-        || body(first).to_owned(),
-        |e| e["content"]["m.new_content"]["body"].as_str().unwrap_or_default().to_owned(),
-    ))
+    replies
+        .map(|first| {
+            let id = first["event_id"].as_str().unwrap_or_default();
+            let last_edit = timeline.iter().rev().find(|e| {
+                e["content"]["m.relates_to"]["rel_type"] == "m.replace"
+                    && e["content"]["m.relates_to"]["event_id"] == id
+            });
+            last_edit.map_or_else(
+                || body(first).to_owned(),
+                |e| e["content"]["m.new_content"]["body"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
 }
 
 async fn wait_answer(user: &User, room: &str, agent: &Agent, trigger: &str, want: &str) -> String {
     wait_for(&format!("an answer containing {want:?}"), Duration::from_secs(30), || async {
-        answer_text(user, room, agent, trigger).await.filter(|t| t.contains(want))
+        answer_texts(user, room, agent, trigger).await.into_iter().find(|t| t.contains(want))
     })
     .await
 }
@@ -167,4 +172,103 @@ async fn backend_failures_get_clear_replies_and_the_agent_keeps_serving() {
     let asked = alice.send_text(&room3, "!ask tell me everything").await;
     let text = wait_answer(&alice, &room3, &agent3, &asked, "cut off").await;
     assert!(text.starts_with("You said:"), "{text}");
+}
+
+#[tokio::test]
+async fn admins_set_the_rooms_model_and_prompt_and_usage_adds_up() {
+    let llm = FakeLlm::start().await;
+    let extra = format!(
+        "[llm]\nbase_url = \"{}\"\nchat_model = \"llama3.1:8b\"\n[access]\nadmins = [\"@alice*:test.local\"]\n",
+        llm.url
+    );
+    let agent = Agent::start(synapse().slot(), Options { extra, ..Options::default() }).await;
+    let alice = User::register("alice").await;
+    let bob = User::register("bob").await;
+    let room = alice.room_with(&agent.user_id()).await;
+    alice.invite(&room, &bob.user_id).await;
+    bob.join(&room).await;
+    let say = |user: &User, text: &str| {
+        let (user, text, room, agent_id) = (user.clone(), text.to_owned(), room.clone(), agent.user_id());
+        async move {
+            let event = user.send_text(&room, &text).await;
+            body(&user.wait_reply(&room, &agent_id, &event).await).to_owned()
+        }
+    };
+
+    assert!(say(&bob, "!model qwen3:think").await.contains("Only admins"));
+    assert!(say(&bob, "!prompt Be rude.").await.contains("Only admins"));
+    let listed = say(&bob, "!model").await;
+    assert!(listed.contains("uses `llama3.1:8b`") && listed.contains("`qwen3:think`"), "{listed}");
+    assert!(say(&alice, "!model nope").await.contains("no model `nope`"));
+    assert!(say(&alice, "!model qwen3:think").await.contains("now uses `qwen3:think`"));
+    assert!(say(&alice, "!prompt Answer like a pirate.").await.contains("Saved"));
+    assert!(say(&bob, "!prompt").await.contains("> Answer like a pirate."));
+
+    let asked = alice.send_text(&room, "!ask where is the treasure?").await;
+    wait_answer(&alice, &room, &agent, &asked, "treasure").await;
+    let request = llm.requests().pop().unwrap();
+    assert_eq!(request["model"], "qwen3:think");
+    assert!(request["messages"][0]["content"].as_str().unwrap().starts_with("Answer like a pirate."));
+
+    let usage = say(&alice, "!usage").await;
+    assert!(usage.contains("this room: today 1 answers"), "{usage}");
+    let bobs = say(&bob, "!usage").await;
+    assert!(bobs.contains("you (all rooms): today 0 answers"), "{bobs}");
+
+    assert!(say(&alice, "!prompt reset").await.contains("default instructions"));
+    assert!(say(&alice, "!model reset").await.contains("default model again, `llama3.1:8b`"));
+}
+
+#[tokio::test]
+async fn fallback_answers_while_the_primary_is_down() {
+    let llm = FakeLlm::start().await;
+    let down = format!("http://127.0.0.1:{}/v1", common::free_port());
+    let extra = format!(
+        "[llm]\nbase_url = \"{down}\"\nchat_model = \"big\"\n[llm.fallback]\nbase_url = \"{}\"\nchat_model = \"llama3.1:8b\"\n",
+        llm.url
+    );
+    let agent = Agent::start(synapse().slot(), Options { extra, ..Options::default() }).await;
+    let alice = User::register("alice").await;
+    let room = group_room(&alice, &agent).await;
+    for question in ["first?", "second?"] {
+        let asked = alice.send_text(&room, &format!("!ask {question}")).await;
+        let text = wait_answer(&alice, &room, &agent, &asked, question).await;
+        assert!(text.starts_with("You said:"), "{text}");
+        assert!(
+            text.ends_with("(answered by the fallback model `llama3.1:8b`: the main model server is not answering)_"),
+            "{text}"
+        );
+    }
+    assert_eq!(llm.requests().len(), 2);
+    assert_eq!(agent.log().matches("the model server failed").count(), 1, "the cooldown skips the primary");
+}
+
+#[tokio::test]
+async fn questions_are_rate_limited_and_queued() {
+    let llm = FakeLlm::start().await;
+    let extra = format!(
+        "[llm]\nbase_url = \"{}\"\nchat_model = \"slow\"\nmax_concurrent = 1\nuser_requests_per_minute = 2\n",
+        llm.url
+    );
+    let agent = Agent::start(synapse().slot(), Options { extra, ..Options::default() }).await;
+    let alice = User::register("alice").await;
+    let bob = User::register("bob").await;
+    let room_a = group_room(&alice, &agent).await;
+    let room_b = group_room(&bob, &agent).await;
+
+    // One answer at a time: the second room's question waits, and says so.
+    let first = alice.send_text(&room_a, "!ask one").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let second = bob.send_text(&room_b, "!ask two").await;
+    let queued = bob.wait_reply(&room_b, &agent.user_id(), &second).await;
+    assert!(body(&queued).contains("queued"), "{queued}");
+    wait_answer(&alice, &room_a, &agent, &first, "You said").await;
+    wait_answer(&bob, &room_b, &agent, &second, "You said").await;
+
+    // Two questions a minute each: alice's third is refused politely.
+    let again = alice.send_text(&room_a, "!ask three").await;
+    wait_answer(&alice, &room_a, &agent, &again, "You said").await;
+    let third = alice.send_text(&room_a, "!ask four").await;
+    let refused = alice.wait_reply(&room_a, &agent.user_id(), &third).await;
+    assert!(body(&refused).contains("wait a moment"), "{refused}");
 }

@@ -33,16 +33,18 @@ pub struct Turn {
     pub text: String,
 }
 
+/// `room_prompt` is the room's own system prompt (`!prompt`), if it has one.
 pub async fn build(
     ctx: &Context,
     trigger: &OriginalRoomMessageEvent,
     question: &str,
+    room_prompt: Option<&str>,
 ) -> Result<Vec<Message>, HandleError> {
     let me = ctx.namespace.sender();
     let room = &trigger.room_id;
     let name = ctx.matrix.state_field(me, room, "m.room.name", "name").await?;
     let topic = ctx.matrix.state_field(me, room, "m.room.topic", "topic").await?;
-    let mut system = prompt(&ctx.config, "chat");
+    let mut system = room_prompt.map_or_else(|| prompt(&ctx.config, "chat"), str::to_owned);
     system.push_str(&format!("\n\nToday is {}.", today_utc()));
     if let Some(name) = name {
         system.push_str(&format!(" This chat room is \"{name}\"."));

@@ -1,83 +1,145 @@
 //! An answer reaches the room as it is generated: the typing notice while working, the first
 //! message as soon as the first text arrives, then edits (`m.replace`) at most once per
-//! `llm.edit_interval_ms`, and a last edit with the final text. Failures become a reply that
-//! names the server; a stream that breaks keeps what arrived and says it was cut.
+//! `llm.edit_interval_ms`, and a last edit with the final text. When the primary server fails
+//! before any text, the fallback (if configured) answers and says so; otherwise the failure is a
+//! reply that names the server. A stream that breaks keeps what arrived and says it was cut.
 
 use crate::context::Context;
 use crate::events::HandleError;
-use crate::llm::{Delta, LlmError, Message};
+use crate::llm::{Delta, DeltaStream, LlmClient, LlmError, Message, Usage};
 use crate::matrix::{notice_reply, txn_id_for};
 use crate::strings;
 use futures_util::StreamExt;
+use ruma::OwnedEventId;
 use ruma::events::room::message::OriginalRoomMessageEvent;
 use std::time::{Duration, Instant};
+
+/// How one attempt ended.
+enum Attempt {
+    /// Nothing reached the room: the next server may try.
+    Failed(LlmError),
+    /// Text reached the room (or the model had nothing to say).
+    Answered,
+}
 
 pub async fn answer(
     ctx: &Context,
     trigger: &OriginalRoomMessageEvent,
     messages: &[Message],
+    model: &str,
 ) -> Result<(), HandleError> {
+    let me = ctx.namespace.sender();
+    let room = &trigger.room_id;
+    // The typing notice is a courtesy: its failure must not stop the answer.
+    let _ = ctx.matrix.typing(me, room, Some(Duration::from_secs(ctx.config.llm.timeout_secs))).await;
+    let result = answer_from_servers(ctx, trigger, messages, model).await;
+    let _ = ctx.matrix.typing(me, room, None).await;
+    result
+}
+
+async fn answer_from_servers(
+    ctx: &Context,
+    trigger: &OriginalRoomMessageEvent,
+    messages: &[Message],
+    model: &str,
+) -> Result<(), HandleError> {
+    let primary = (&ctx.llm, model, None);
+    let fallback = ctx.fallback.as_ref().map(|f| (&f.client, f.model.as_str(), Some(f.model.as_str())));
+    let servers: Vec<(&LlmClient, &str, Option<&str>)> = match fallback {
+        Some(f) if ctx.primary_cooling_down() => vec![f],
+        Some(f) => vec![primary, f],
+        None => vec![primary],
+    };
+    let mut last_error = None;
+    for (client, model, fallback_model) in servers {
+        let max_tokens = (ctx.config.llm.max_tokens > 0).then_some(ctx.config.llm.max_tokens);
+        let attempt = match client.chat_stream(model, messages, max_tokens).await {
+            Ok(stream) => stream_to_room(ctx, trigger, messages, model, fallback_model, stream).await?,
+            Err(e) => Attempt::Failed(e),
+        };
+        match attempt {
+            Attempt::Answered => return Ok(()),
+            Attempt::Failed(e) => {
+                tracing::warn!(error = %e, model, "the model server failed");
+                if fallback_model.is_none() && ctx.fallback.is_some() {
+                    ctx.mark_primary_down();
+                }
+                last_error = Some(e);
+            }
+        }
+    }
+    let e = last_error.expect("at least one server was tried");
+    // For an unknown model, say which ones exist.
+    let available = match &e {
+        LlmError::ModelNotFound { .. } => ctx.llm.models().await.ok(),
+        _ => None,
+    };
+    send_reply(ctx, trigger, "answer-error", &strings::llm_failed(&e.to_string(), available.as_deref())).await
+}
+
+/// Streams one server's answer into the room.
+async fn stream_to_room(
+    ctx: &Context,
+    trigger: &OriginalRoomMessageEvent,
+    messages: &[Message],
+    model: &str,
+    fallback_model: Option<&str>,
+    mut stream: DeltaStream,
+) -> Result<Attempt, HandleError> {
     let me = ctx.namespace.sender();
     let room = &trigger.room_id;
     let trigger_id = trigger.event_id.as_str();
     let interval = Duration::from_millis(ctx.config.llm.edit_interval_ms);
-    // The typing notice is a courtesy: its failure must not stop the answer.
-    let _ = ctx.matrix.typing(me, room, Some(Duration::from_secs(ctx.config.llm.timeout_secs))).await;
-
-    let model = ctx.config.llm.chat_model.as_str();
-    let max_tokens = (ctx.config.llm.max_tokens > 0).then_some(ctx.config.llm.max_tokens);
-    let mut stream = match ctx.llm.chat_stream(model, messages, max_tokens).await {
-        Ok(stream) => stream,
-        Err(e) => {
-            let _ = ctx.matrix.typing(me, room, None).await;
-            return reply_failure(ctx, trigger, &e).await;
-        }
-    };
+    let footer = fallback_model.map(strings::answered_by_fallback).unwrap_or_default();
 
     let mut text = String::new();
     let mut shown = String::new();
-    let mut posted = None;
+    let mut posted: Option<OwnedEventId> = None;
     let mut last_edit = Instant::now();
     let mut edits = 0;
+    let mut usage = None;
     let mut failure = None;
     while let Some(item) = stream.next().await {
         match item {
             Ok(Delta::Text(t)) => {
                 text.push_str(&t);
-                let visible = text.trim();
-                if visible.is_empty() {
+                let visible = format!("{}{footer}", text.trim());
+                if text.trim().is_empty() {
                     continue;
                 }
                 match &posted {
                     None => {
                         let txn = txn_id_for(trigger_id, "answer");
-                        posted = Some(ctx.matrix.send_message(me, room, &txn, &notice_reply(visible, trigger)).await?);
-                        shown = visible.to_owned();
+                        posted = Some(ctx.matrix.send_message(me, room, &txn, &notice_reply(&visible, trigger)).await?);
+                        shown = visible;
                         last_edit = Instant::now();
                     }
                     Some(first) if last_edit.elapsed() >= interval => {
                         edits += 1;
                         let txn = txn_id_for(trigger_id, &format!("answer-edit-{edits}"));
-                        ctx.matrix.edit_message(me, room, &txn, first, visible).await?;
-                        shown = visible.to_owned();
+                        ctx.matrix.edit_message(me, room, &txn, first, &visible).await?;
+                        shown = visible;
                         last_edit = Instant::now();
                     }
                     Some(_) => {}
                 }
             }
-            Ok(Delta::Usage(_) | Delta::Finished(_)) => {}
+            Ok(Delta::Usage(u)) => usage = Some(u),
+            Ok(Delta::Finished(_)) => {}
             Err(e) => {
                 failure = Some(e);
                 break;
             }
         }
     }
-    let _ = ctx.matrix.typing(me, room, None).await;
 
     let Some(first) = posted else {
         return match failure {
-            Some(e) => reply_failure(ctx, trigger, &e).await,
-            None => send_reply(ctx, trigger, "empty", &strings::empty_answer()).await,
+            Some(e) => Ok(Attempt::Failed(e)),
+            None => {
+                send_reply(ctx, trigger, "empty", &strings::empty_answer()).await?;
+                Ok(Attempt::Answered)
+            }
         };
     };
     let mut last = text.trim().to_owned();
@@ -85,24 +147,39 @@ pub async fn answer(
         tracing::warn!(error = %e, "answer stream broke off");
         last.push_str(&strings::answer_cut(&e.to_string()));
     }
+    last.push_str(&footer);
     if last != shown {
         let txn = txn_id_for(trigger_id, "answer-final");
         ctx.matrix.edit_message(me, room, &txn, &first, &last).await?;
     }
-    Ok(())
+    record_usage(ctx, trigger, model, messages, &text, usage).await;
+    Ok(Attempt::Answered)
 }
 
-async fn reply_failure(ctx: &Context, trigger: &OriginalRoomMessageEvent, e: &LlmError) -> Result<(), HandleError> {
-    tracing::warn!(error = %e, "cannot get an answer");
-    // For an unknown model, say which ones exist.
-    let available = match e {
-        LlmError::ModelNotFound { .. } => ctx.llm.models().await.ok(),
-        _ => None,
-    };
-    send_reply(ctx, trigger, "answer-error", &strings::llm_failed(&e.to_string(), available.as_deref())).await
+/// The ledger takes the server's counts, else an estimate (about four characters a token).
+async fn record_usage(
+    ctx: &Context,
+    trigger: &OriginalRoomMessageEvent,
+    model: &str,
+    messages: &[Message],
+    answer: &str,
+    usage: Option<Usage>,
+) {
+    let estimate = |chars: usize| (chars / 4) as u64;
+    let usage = usage.unwrap_or_else(|| Usage {
+        prompt_tokens: estimate(messages.iter().map(|m| m.content.chars().count()).sum()),
+        completion_tokens: estimate(answer.chars().count()),
+    });
+    let (prompt, completion) = (usage.prompt_tokens as i64, usage.completion_tokens as i64);
+    let recorded =
+        ctx.store.record_usage(trigger.room_id.as_str(), trigger.sender.as_str(), model, prompt, completion).await;
+    if let Err(e) = recorded {
+        // The answer is out; a missing ledger line must not make it look failed (and be retried).
+        tracing::warn!(error = %e, "cannot record token use");
+    }
 }
 
-async fn send_reply(
+pub async fn send_reply(
     ctx: &Context,
     trigger: &OriginalRoomMessageEvent,
     purpose: &str,

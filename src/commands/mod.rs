@@ -1,9 +1,12 @@
 //! Chat commands in two phases: [`parse`] turns a message body into a [`Command`] (pure,
 //! table-tested), [`execute`] produces the one reply (invariant 3).
 
+pub mod llm;
+
 use crate::strings;
 
-/// A parsed command. Adding a command = one arm here, one in [`parse`], one in [`execute`].
+/// A parsed command. Adding a command = one arm here, one in [`parse`], and its execution: in
+/// [`execute`] when it needs no I/O, else in its module (dispatched from `events`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     Help,
@@ -12,6 +15,14 @@ pub enum Command {
     Ask {
         question: String,
     },
+    /// `!model [name]`: show the models (and this room's), or set this room's (admins).
+    Model {
+        name: Option<String>,
+    },
+    /// `!prompt [text|reset]`: show, set or reset this room's system prompt (admins).
+    Prompt(PromptChange),
+    /// `!usage`: token use of this room and of the asker.
+    Usage,
     /// `!name` that is not a command.
     Unknown {
         name: String,
@@ -22,9 +33,16 @@ pub enum Command {
     },
 }
 
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PromptChange {
+    Show,
+    Set(String),
+    Reset,
+}
+
 /// Commands that exist. A `/name` message counts as a command only for these, so a message
 /// that starts with a path (`/etc/hosts is …`) is not answered.
-const KNOWN: &[&str] = &["help", "ping", "ask"];
+const KNOWN: &[&str] = &["help", "ping", "ask", "model", "prompt", "usage"];
 
 /// Parses a message body; `None` when it is not a command at all.
 pub fn parse(body: &str) -> Option<Command> {
@@ -43,7 +61,15 @@ pub fn parse(body: &str) -> Option<Command> {
     // The text after the name, as written (for free text such as a question).
     let text = rest.trim_start()[name.len()..].trim();
     Some(match name.as_str() {
-        "help" | "ping" if !args.is_empty() => Command::Invalid { reason: strings::takes_no_arguments(&name) },
+        "help" | "ping" | "usage" if !args.is_empty() => {
+            Command::Invalid { reason: strings::takes_no_arguments(&name) }
+        }
+        "usage" => Command::Usage,
+        "model" if args.len() > 1 => Command::Invalid { reason: strings::model_usage() },
+        "model" => Command::Model { name: args.first().map(|a| (*a).to_owned()) },
+        "prompt" if text.is_empty() => Command::Prompt(PromptChange::Show),
+        "prompt" if text.eq_ignore_ascii_case("reset") => Command::Prompt(PromptChange::Reset),
+        "prompt" => Command::Prompt(PromptChange::Set(text.to_owned())),
         "help" => Command::Help,
         "ping" => Command::Ping,
         "ask" if text.is_empty() => Command::Invalid { reason: strings::ask_needs_a_question() },
@@ -58,10 +84,13 @@ pub struct Invocation {
     pub lag_ms: Option<i64>,
 }
 
-/// The reply text for a command whose answer needs no backend (`Ask` streams; see `chat`).
+/// The reply text for a command whose answer needs no backend; the others run in their modules
+/// (`llm` here, `chat` for `Ask`).
 pub fn execute(command: &Command, invocation: &Invocation) -> String {
     match command {
-        Command::Ask { .. } => strings::ask_needs_a_question(),
+        Command::Ask { .. } | Command::Model { .. } | Command::Prompt(_) | Command::Usage => {
+            unreachable!("commands with I/O are run by their modules")
+        }
         Command::Help => strings::help(),
         Command::Ping => strings::pong(invocation.lag_ms),
         Command::Unknown { name } => strings::unknown_command(name),
@@ -117,6 +146,18 @@ mod tests {
             ),
             ("slash ask", "/ask why", Some(Command::Ask { question: "why".into() })),
             ("ask nothing", "!ask  ", Some(Command::Invalid { reason: strings::ask_needs_a_question() })),
+            ("model show", "!model", Some(Command::Model { name: None })),
+            ("model set", "!model qwen3:8b", Some(Command::Model { name: Some("qwen3:8b".into()) })),
+            ("model two", "!model a b", Some(Command::Invalid { reason: strings::model_usage() })),
+            ("prompt show", "!prompt", Some(Command::Prompt(PromptChange::Show))),
+            ("prompt reset", "!prompt Reset", Some(Command::Prompt(PromptChange::Reset))),
+            (
+                "prompt set",
+                "!prompt Answer in French.\nAlways.",
+                Some(Command::Prompt(PromptChange::Set("Answer in French.\nAlways.".into()))),
+            ),
+            ("usage", "!usage", Some(Command::Usage)),
+            ("usage junk", "!usage now", invalid("usage")),
         ];
         for (name, body, want) in cases {
             assert_eq!(&parse(body), want, "case {name}: {body:?}");
