@@ -272,3 +272,29 @@ async fn questions_are_rate_limited_and_queued() {
     let refused = alice.wait_reply(&room_a, &agent.user_id(), &third).await;
     assert!(body(&refused).contains("wait a moment"), "{refused}");
 }
+
+#[tokio::test]
+async fn the_replied_to_message_reaches_the_model_even_when_old() {
+    let llm = FakeLlm::start().await;
+    let agent = agent_with(&llm.url, "llama3.1:8b").await;
+    let alice = User::register("alice").await;
+    let room = group_room(&alice, &agent).await;
+    let old = alice.send_text(&room, "the launch code is 4242").await;
+    for i in 0..60 {
+        alice.send_text(&room, &format!("filler {i}")).await;
+    }
+    let question = alice
+        .send(
+            &room,
+            "m.room.message",
+            json!({"msgtype": "m.text", "body": "agent: what is the code?",
+            "m.relates_to": {"m.in_reply_to": {"event_id": old}}}),
+        )
+        .await;
+    wait_answer(&alice, &room, &agent, &question, "what is the code?").await;
+    let request = llm.requests().pop().unwrap();
+    let messages = request["messages"].as_array().unwrap();
+    let before_question = &messages[messages.len() - 2];
+    assert!(before_question["content"].as_str().unwrap().ends_with("the launch code is 4242"), "{request}");
+    assert!(!request.to_string().contains("filler 5\""), "the old fillers are outside the window");
+}

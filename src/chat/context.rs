@@ -60,6 +60,7 @@ pub async fn build(
         _ => None,
     };
     let history = turns_from_history(&events, me.as_str(), trigger.event_id.as_str(), thread);
+    let replied_to = replied_to_turn(ctx, trigger, &events).await;
 
     // Retrieved earlier messages (the RAG issue fills this), framed as quoted material.
     let retrieved: Vec<String> = Vec::new();
@@ -71,9 +72,34 @@ pub async fn build(
     if !retrieved.is_empty() {
         messages.push(Message::new(Role::System, format!("<history>\n{}\n</history>", retrieved.join("\n"))));
     }
-    messages.extend(trim_to_budget(history, budget).into_iter().map(|t| Message::new(t.role, t.text)));
+    let budget = budget.saturating_sub(replied_to.as_ref().map_or(0, |t| estimate_tokens(&t.text)));
+    let turns = trim_to_budget(history, budget).into_iter().chain(replied_to);
+    messages.extend(turns.map(|t| Message::new(t.role, t.text)));
     messages.push(asked);
     Ok(messages)
+}
+
+/// The message the question replies to, when it is older than the history fetched: the reply
+/// chain belongs to the context even when the recent window does not reach it.
+async fn replied_to_turn(ctx: &Context, trigger: &OriginalRoomMessageEvent, recent: &[Value]) -> Option<Turn> {
+    let Some(Relation::Reply(reply)) = &trigger.content.relates_to else { return None };
+    let in_reply_to = &reply.in_reply_to;
+    let id = in_reply_to.event_id.as_str();
+    if recent.iter().any(|e| e["event_id"] == id) {
+        return None;
+    }
+    let me = ctx.namespace.sender();
+    match ctx.matrix.event(me, &trigger.room_id, &in_reply_to.event_id).await {
+        Ok(raw) => {
+            let event = raw.deserialize_as_unchecked::<Value>().ok()?;
+            turns_from_history(&[event], me.as_str(), "", None).pop()
+        }
+        // A reply to something the agent cannot see: answer without it.
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot fetch the replied-to message");
+            None
+        }
+    }
 }
 
 /// Turns from `/messages` output (newest first), oldest first: text messages only, commands left
