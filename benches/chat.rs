@@ -74,6 +74,9 @@ async fn main() {
     let stub = Stub { sent: tx, counter: Arc::new(AtomicU64::new(0)) };
     let hs = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let hs_url = format!("http://{}", hs.local_addr().unwrap());
+    let hs = axum::serve::ListenerExt::tap_io(hs, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     tokio::spawn(async move { axum::serve(hs, axum::Router::new().fallback(homeserver).with_state(stub)).await });
     let llm = FakeLlm::start().await;
     llm.set_reply("Sure, here is a short answer.");

@@ -42,6 +42,10 @@ pub async fn serve(
     };
     let addr = listener.local_addr()?;
     tracing::info!(%addr, user = %ctx.namespace.sender(), "appservice listening");
+    // No Nagle delay on small responses (an ack is a few bytes after the headers).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, appservice::router(state, max_body))
         .with_graceful_shutdown(shutdown)
         .await
