@@ -1,6 +1,7 @@
 //! What event handlers share: the store, the backend clients, and the policy derived from config.
 
 use crate::access::Access;
+use crate::commands::task::Tasks;
 use crate::config::Config;
 use crate::events::HandleError;
 use crate::llm::LlmClient;
@@ -22,6 +23,8 @@ pub struct Context {
     pub namespace: Arc<Namespace>,
     pub access: Access,
     pub config: Config,
+    /// Planka, when `planka.api_key` or a username and password are set.
+    pub tasks: Option<Tasks>,
     /// Joined-member counts, to tell direct chats without asking the homeserver per message.
     members: Mutex<HashMap<OwnedRoomId, (usize, Instant)>>,
 }
@@ -32,7 +35,8 @@ impl Context {
         let access = Access::new(&config.access_users(), &config.access.admins).map_err(anyhow::Error::msg)?;
         let llm =
             LlmClient::new(&config.llm.base_url, &config.llm.api_key, Duration::from_secs(config.llm.timeout_secs))?;
-        Ok(Self { store, matrix, llm, namespace, access, config, members: Mutex::default() })
+        let tasks = Tasks::from_config(&config.planka)?;
+        Ok(Self { store, matrix, llm, namespace, access, config, tasks, members: Mutex::default() })
     }
 
     /// A direct chat: the agent and exactly one other member.

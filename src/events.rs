@@ -12,7 +12,7 @@ use ruma::events::room::encrypted::OriginalRoomEncryptedEvent;
 use ruma::events::room::member::{MembershipState, OriginalRoomMemberEvent};
 use ruma::events::room::message::{MessageType, OriginalRoomMessageEvent, Relation, RoomMessageEventContent};
 use ruma::events::{AnyMessageLikeEvent, AnyStateEvent, AnyTimelineEvent, MessageLikeEvent, StateEvent};
-use ruma::{RoomId, UserId};
+use ruma::{OwnedEventId, RoomId, UserId};
 
 #[derive(Debug, thiserror::Error)]
 pub enum HandleError {
@@ -118,15 +118,29 @@ async fn message(ctx: &Context, ev: &OriginalRoomMessageEvent) -> Result<(), Han
     if let Command::Ask { question } = &command {
         return chat::answer(ctx, ev, question).await;
     }
+    if let Command::Task(_) | Command::Board(_) = &command {
+        return commands::task::run(ctx, ev, &command).await;
+    }
     let lag = now_ms() - i64::from(ev.origin_server_ts.get());
     reply_to(ctx, ev, &commands::execute(&command, &Invocation { lag_ms: (lag >= 0).then_some(lag) })).await
 }
 
 /// Sends the one reply to `trigger`, as the agent user.
 async fn reply_to(ctx: &Context, trigger: &OriginalRoomMessageEvent, markdown: &str) -> Result<(), HandleError> {
+    reply_with_id(ctx, trigger, markdown).await.map(drop)
+}
+
+/// [`reply_to`], giving the reply's event id (for handlers that remember their replies).
+pub(crate) async fn reply_with_id(
+    ctx: &Context,
+    trigger: &OriginalRoomMessageEvent,
+    markdown: &str,
+) -> Result<OwnedEventId, HandleError> {
     let txn = txn_id_for(trigger.event_id.as_str(), "reply");
-    ctx.matrix.send_message(ctx.namespace.sender(), &trigger.room_id, &txn, &notice_reply(markdown, trigger)).await?;
-    Ok(())
+    Ok(ctx
+        .matrix
+        .send_message(ctx.namespace.sender(), &trigger.room_id, &txn, &notice_reply(markdown, trigger))
+        .await?)
 }
 
 /// One notice per room that encrypted messages cannot be read yet — not one per message.

@@ -1,7 +1,11 @@
 //! Chat commands in two phases: [`parse`] turns a message body into a [`Command`] (pure,
 //! table-tested), [`execute`] produces the one reply (invariant 3).
 
+pub mod task;
+pub mod task_syntax;
+
 use crate::strings;
+pub use task_syntax::{BoardCommand, TaskCommand};
 
 /// A parsed command. Adding a command = one arm here, one in [`parse`], one in [`execute`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -12,6 +16,10 @@ pub enum Command {
     Ask {
         question: String,
     },
+    /// `!task …`: Planka cards (see [`task`]).
+    Task(TaskCommand),
+    /// `!board …`: the room's Planka board.
+    Board(BoardCommand),
     /// `!name` that is not a command.
     Unknown {
         name: String,
@@ -24,7 +32,7 @@ pub enum Command {
 
 /// Commands that exist. A `/name` message counts as a command only for these, so a message
 /// that starts with a path (`/etc/hosts is …`) is not answered.
-const KNOWN: &[&str] = &["help", "ping", "ask"];
+const KNOWN: &[&str] = &["help", "ping", "ask", "task", "board"];
 
 /// Parses a message body; `None` when it is not a command at all.
 pub fn parse(body: &str) -> Option<Command> {
@@ -48,6 +56,8 @@ pub fn parse(body: &str) -> Option<Command> {
         "ping" => Command::Ping,
         "ask" if text.is_empty() => Command::Invalid { reason: strings::ask_needs_a_question() },
         "ask" => Command::Ask { question: text.to_owned() },
+        "task" => task_syntax::task(text),
+        "board" => task_syntax::board(text),
         _ => Command::Unknown { name },
     })
 }
@@ -62,6 +72,8 @@ pub struct Invocation {
 pub fn execute(command: &Command, invocation: &Invocation) -> String {
     match command {
         Command::Ask { .. } => strings::ask_needs_a_question(),
+        // Executed by `task::run`, which needs Planka and the store.
+        Command::Task(_) | Command::Board(_) => strings::planka_not_configured(),
         Command::Help => strings::help(),
         Command::Ping => strings::pong(invocation.lag_ms),
         Command::Unknown { name } => strings::unknown_command(name),

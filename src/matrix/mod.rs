@@ -299,6 +299,17 @@ impl MatrixClient {
         }
     }
 
+    /// One event of a room, as `user` (who must be able to see it) sees it.
+    pub async fn event(
+        &self,
+        user: &UserId,
+        room: &RoomId,
+        event_id: &EventId,
+    ) -> Result<Raw<AnyTimelineEvent>, MatrixError> {
+        let request = cs::room::get_room_event::v3::Request::new(room.to_owned(), event_id.to_owned());
+        Ok(self.send(request, Some(user)).await?.event)
+    }
+
     /// The users joined to a room (as seen by `user`, who must be in it).
     pub async fn joined_members(&self, user: &UserId, room: &RoomId) -> Result<Vec<OwnedUserId>, MatrixError> {
         let response = self.send(cs::membership::joined_members::v3::Request::new(room.to_owned()), Some(user)).await?;
