@@ -32,8 +32,10 @@ wait_http() { # url what
 "$AGENT" registration --out "$STATE/registration.yaml" >/dev/null
 
 if [ ! -f "$STATE/synapse/homeserver.yaml" ]; then
-  "$PY" -m synapse.app.homeserver --server-name "$SERVER_NAME" --config-path "$STATE/synapse/homeserver.yaml" \
-    --data-directory "$STATE/synapse" --generate-config --report-stats=no >/dev/null
+  # From inside the data dir: the generated log config puts `homeserver.log` in the cwd.
+  (cd "$STATE/synapse" && "$PY" -m synapse.app.homeserver --server-name "$SERVER_NAME" \
+    --config-path "$STATE/synapse/homeserver.yaml" --data-directory "$STATE/synapse" \
+    --generate-config --report-stats=no >/dev/null)
 fi
 cat > "$STATE/synapse/overrides.yaml" <<YAML
 listeners:

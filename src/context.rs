@@ -1,6 +1,7 @@
 //! What event handlers share: the store, the backend clients, and the policy derived from config.
 
 use crate::access::Access;
+use crate::commands::task::Tasks;
 use crate::config::Config;
 use crate::events::HandleError;
 use crate::llm::LlmClient;
@@ -27,6 +28,8 @@ pub struct Context {
     pub fallback: Option<Fallback>,
     /// Answers generated at once (`llm.max_concurrent`).
     pub generations: Arc<Semaphore>,
+    /// Planka, when `planka.api_key` or a username and password are set.
+    pub tasks: Option<Tasks>,
     /// Joined-member counts, to tell direct chats without asking the homeserver per message.
     members: Mutex<HashMap<OwnedRoomId, (usize, Instant)>>,
     /// When each user asked, over the last minute (`llm.user_requests_per_minute`).
@@ -56,6 +59,7 @@ impl Context {
             None => None,
         };
         let generations = Arc::new(Semaphore::new(config.llm.max_concurrent));
+        let tasks = Tasks::from_config(&config.planka)?;
         Ok(Self {
             store,
             matrix,
@@ -65,6 +69,7 @@ impl Context {
             config,
             fallback,
             generations,
+            tasks,
             members: Mutex::default(),
             questions: Mutex::default(),
             primary_down_until: Mutex::default(),

@@ -12,7 +12,7 @@ use ruma::events::room::encrypted::OriginalRoomEncryptedEvent;
 use ruma::events::room::member::{MembershipState, OriginalRoomMemberEvent};
 use ruma::events::room::message::{MessageType, OriginalRoomMessageEvent, Relation, RoomMessageEventContent};
 use ruma::events::{AnyMessageLikeEvent, AnyStateEvent, AnyTimelineEvent, MessageLikeEvent, StateEvent};
-use ruma::{RoomId, UserId};
+use ruma::{OwnedEventId, RoomId, UserId};
 
 #[derive(Debug, thiserror::Error)]
 pub enum HandleError {
@@ -117,6 +117,7 @@ async fn message(ctx: &Context, ev: &OriginalRoomMessageEvent) -> Result<(), Han
     }
     let reply = match &command {
         Command::Ask { question } => return chat::answer(ctx, ev, question).await,
+        Command::Task(_) | Command::Board(_) => return commands::task::run(ctx, ev, &command).await,
         Command::Model { name } => commands::llm::model(ctx, ev, name.as_deref()).await?,
         Command::Prompt(change) => commands::llm::prompt(ctx, ev, change).await?,
         Command::Usage => commands::llm::usage(ctx, ev).await?,
@@ -130,9 +131,20 @@ async fn message(ctx: &Context, ev: &OriginalRoomMessageEvent) -> Result<(), Han
 
 /// Sends the one reply to `trigger`, as the agent user.
 async fn reply_to(ctx: &Context, trigger: &OriginalRoomMessageEvent, markdown: &str) -> Result<(), HandleError> {
+    reply_with_id(ctx, trigger, markdown).await.map(drop)
+}
+
+/// [`reply_to`], giving the reply's event id (for handlers that remember their replies).
+pub(crate) async fn reply_with_id(
+    ctx: &Context,
+    trigger: &OriginalRoomMessageEvent,
+    markdown: &str,
+) -> Result<OwnedEventId, HandleError> {
     let txn = txn_id_for(trigger.event_id.as_str(), "reply");
-    ctx.matrix.send_message(ctx.namespace.sender(), &trigger.room_id, &txn, &notice_reply(markdown, trigger)).await?;
-    Ok(())
+    Ok(ctx
+        .matrix
+        .send_message(ctx.namespace.sender(), &trigger.room_id, &txn, &notice_reply(markdown, trigger))
+        .await?)
 }
 
 /// One notice per room that encrypted messages cannot be read yet — not one per message.

@@ -39,6 +39,7 @@ pub async fn serve(
         namespace: ctx.namespace.clone(),
         hs_token: ctx.config.appservice.hs_token.clone(),
         inbox_signal: signal,
+        context: ctx.clone(),
     };
     let addr = listener.local_addr()?;
     tracing::info!(%addr, user = %ctx.namespace.sender(), "appservice listening");

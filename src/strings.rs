@@ -10,7 +10,12 @@ pub fn help() -> String {
      with me does the same\n\
      - `!model [name]` — the models I can use, and this room's; admins set it\n\
      - `!prompt [text|reset]` — this room's instructions for me; admins set them\n\
-     - `!usage` — tokens used by this room and by you"
+     - `!usage` — tokens used by this room and by you\n\
+     - `!task <title>` — a Planka card on this room's board (reply to a message to make it the description); \
+     `!task list [list]`, `!task show <card>`, `!task move <card> <list>`, `!task done <card>`, \
+     `!task comment <card> <text>`, `!task assign <card> <user>` — `<card>` is `#12`, a card id or link, \
+     or left out when you reply to my message about the card\n\
+     - `!board` — this room's Planka board; `!board bind <board id | \"Project/Board\"> [list]` binds one (admins)"
         .to_owned()
 }
 
@@ -149,4 +154,193 @@ pub fn queued() -> String {
 
 pub fn answered_by_fallback(model: &str) -> String {
     format!("\n\n_(answered by the fallback model `{model}`: the main model server is not answering)_")
+}
+
+// ---- Planka: `!task` and `!board` ----
+
+pub fn planka_not_configured() -> String {
+    "Planka is not configured: an operator can set `planka.url` and `planka.api_key` (or `planka.username` \
+     and `planka.password`) in my configuration."
+        .to_owned()
+}
+
+/// A Planka call failed; `error` already names Planka and the cause.
+pub fn planka_failed(error: &str) -> String {
+    format!("That did not work: {error}. Try again later, or ask an operator to check Planka.")
+}
+
+pub fn task_needs_a_title() -> String {
+    "`!task` needs a title, e.g. `!task Fix the login redirect`".to_owned()
+}
+
+pub fn task_title_too_long(max: usize) -> String {
+    format!("a card title can be at most {max} characters; put the details in a reply or a comment")
+}
+
+pub fn task_usage(sub: &str) -> String {
+    match sub {
+        "show" => "usage: `!task show <card>` (or reply to my message about the card with `!task show`)",
+        "done" => "usage: `!task done <card>` (or reply to my message about the card with `!task done`)",
+        "move" => "usage: `!task move <card> <list>` (or reply to my message about the card with `!task move <list>`)",
+        "comment" => "usage: `!task comment <card> <text>` (or reply to my message about the card)",
+        _ => "usage: `!task assign <card> <planka username or @matrix:user>`",
+    }
+    .to_owned()
+}
+
+pub fn board_bind_usage() -> String {
+    "usage: `!board` shows this room's board; `!board bind <board id | \"Project/Board\"> [list]` binds one".to_owned()
+}
+
+pub fn unbalanced_quotes() -> String {
+    "a quoted name is missing its closing `\"`".to_owned()
+}
+
+pub fn board_unbound() -> String {
+    "This room has no Planka board yet. An admin can bind one with `!board bind \"Project/Board\"` \
+     (or the board id), optionally followed by the list new cards go to."
+        .to_owned()
+}
+
+pub fn bind_admins_only() -> String {
+    "Only admins can bind a board to a room. An operator can add you to `access.admins` in my configuration.".to_owned()
+}
+
+pub fn board_shown(board: &str, url: &str, list: &str) -> String {
+    format!("This room's board is **{board}** ({url}); new cards go to “{list}”.")
+}
+
+pub fn board_bound(board: &str, url: &str, list: &str) -> String {
+    format!("Bound this room to **{board}** ({url}); new cards go to “{list}”. Try `!task <title>`.")
+}
+
+pub fn board_not_found(wanted: &str, boards: &[String]) -> String {
+    let mut text = format!("I cannot find the board “{wanted}” in Planka.");
+    if boards.is_empty() {
+        text.push_str(" I see no boards at all: the agent's Planka user must be a member of the board.");
+    } else {
+        text.push_str(&format!(" Boards I can see: {}.", quote_all(boards)));
+    }
+    text
+}
+
+pub fn board_has_no_lists(board: &str) -> String {
+    format!("The board **{board}** has no lists yet. Add one in Planka, then bind again.")
+}
+
+pub fn list_not_found(wanted: &str, lists: &[String]) -> String {
+    format!("There is no list “{wanted}” on this room's board. Lists: {}.", quote_all(lists))
+}
+
+pub fn no_done_list(lists: &[String]) -> String {
+    format!(
+        "This room's board has no closed list and no list named Done, so I do not know where done cards go. \
+         Lists: {}. Use `!task move <card> <list>`.",
+        quote_all(lists)
+    )
+}
+
+pub fn card_unknown(wanted: &str, recent: &[String]) -> String {
+    let mut text = format!("I do not know the card {wanted} in this room.");
+    if recent.is_empty() {
+        text.push_str(" `!task list` shows the cards on this room's board with their references.");
+    } else {
+        text.push_str(&format!(" Recent cards here: {}. `!task list` shows all of them.", recent.join(", ")));
+    }
+    text
+}
+
+pub fn card_needed() -> String {
+    "Which card? Name it (`#12`, its id or its link), or reply to my message about it.".to_owned()
+}
+
+pub fn card_on_another_board() -> String {
+    "That card is not on this room's board, so I will not touch it from here.".to_owned()
+}
+
+pub fn card_created(reference: i64, title: &str, url: &str) -> String {
+    format!("Created `#{reference}` **{title}** in Planka: {url}")
+}
+
+pub fn card_line(reference: i64, title: &str, closed: bool) -> String {
+    format!("`#{reference}` {title}{}", if closed { " (closed)" } else { "" })
+}
+
+pub fn card_shown(
+    reference: i64,
+    title: &str,
+    list: &str,
+    closed: bool,
+    description: Option<&str>,
+    url: &str,
+) -> String {
+    let mut text = format!("`#{reference}` **{title}** — in “{list}”{} — {url}", if closed { ", closed" } else { "" });
+    if let Some(d) = description.map(str::trim).filter(|d| !d.is_empty()) {
+        let short: String = d.chars().take(300).collect();
+        text.push_str(&format!("\n\n{short}{}", if short.len() < d.len() { "…" } else { "" }));
+    }
+    text
+}
+
+/// `lists`: each list's name and its cards, already formatted with [`card_line`].
+pub fn cards_listed(lists: &[(String, Vec<String>)], more: usize) -> String {
+    let mut text = String::new();
+    for (name, cards) in lists {
+        text.push_str(&format!("**{name}**\n"));
+        if cards.is_empty() {
+            text.push_str("- (no cards)\n");
+        }
+        for card in cards {
+            text.push_str(&format!("- {card}\n"));
+        }
+    }
+    if more > 0 {
+        text.push_str(&format!("…and {more} more; `!task list <list>` shows one list.\n"));
+    }
+    text.trim_end().to_owned()
+}
+
+pub fn card_moved(reference: i64, title: &str, list: &str) -> String {
+    format!("Moved `#{reference}` **{title}** to “{list}”.")
+}
+
+pub fn card_done(reference: i64, title: &str, list: &str) -> String {
+    format!("Done: `#{reference}` **{title}** is now in “{list}”.")
+}
+
+pub fn card_commented(reference: i64, title: &str) -> String {
+    format!("Commented on `#{reference}` **{title}**.")
+}
+
+pub fn card_assigned(reference: i64, title: &str, username: &str) -> String {
+    format!("Assigned `#{reference}` **{title}** to {username}.")
+}
+
+pub fn planka_user_unknown(wanted: &str, usernames: &[String]) -> String {
+    format!(
+        "No member of this room's board has the Planka username “{wanted}”. Members: {}.",
+        if usernames.is_empty() { "none".to_owned() } else { quote_all(usernames) }
+    )
+}
+
+/// A comment written into Planka for someone in Matrix.
+pub fn planka_comment(text: &str, sender: &str) -> String {
+    format!("{text}\n\n— {sender} (from Matrix)")
+}
+
+/// The description of a card made from a replied-to message.
+pub fn card_description(quoted: &str, sender: &str, permalink: &str) -> String {
+    format!("{quoted}\n\n— {sender} in Matrix: {permalink}")
+}
+
+/// A Planka change told to a bound room (plain text: names are user data).
+pub fn planka_notice(text: &str, card_url: Option<&str>) -> String {
+    match card_url {
+        Some(url) => format!("Planka: {text} — {url}"),
+        None => format!("Planka: {text}"),
+    }
+}
+
+fn quote_all(names: &[String]) -> String {
+    names.iter().map(|n| format!("“{n}”")).collect::<Vec<_>>().join(", ")
 }

@@ -32,11 +32,8 @@ async fn sentinel(user: &User, room: &str, agent: &Agent) {
 async fn invited_agent_joins_and_answers_each_command_once() {
     let agent = start_agent().await;
     let alice = User::register("alice").await;
-    let room = alice.room_with(&agent.user_id()).await;
-    // A second person: a group room, where plain chatter is not for the agent.
-    let bob = User::register("bob").await;
-    alice.invite(&room, &bob.user_id).await;
-    bob.join(&room).await;
+    // A group room, where plain chatter is not for the agent.
+    let room = alice.group_room_with(&agent.user_id()).await;
 
     let ping = alice.send_text(&room, "!ping").await;
     let reply = alice.wait_reply(&room, &agent.user_id(), &ping).await;

@@ -19,15 +19,6 @@ async fn agent_with(llm_url: &str, model: &str) -> Agent {
     Agent::start(synapse().slot(), Options { extra, ..Options::default() }).await
 }
 
-/// A room with the agent and a second human, so it is not a direct chat.
-async fn group_room(alice: &User, agent: &Agent) -> String {
-    let bob = User::register("bob").await;
-    let room = alice.room_with(&agent.user_id()).await;
-    alice.invite(&room, &bob.user_id).await;
-    bob.join(&room).await;
-    room
-}
-
 /// The latest text (last edit applied) of each of the agent's replies to `trigger`.
 async fn answer_texts(user: &User, room: &str, agent: &Agent, trigger: &str) -> Vec<String> {
     let timeline = user.timeline(room).await;
@@ -65,7 +56,7 @@ async fn mention_gets_a_streamed_and_edited_answer() {
     llm.set_word_delay(Duration::from_millis(20));
     let agent = agent_with(&llm.url, "llama3.1:8b").await;
     let alice = User::register("alice").await;
-    let room = group_room(&alice, &agent).await;
+    let room = alice.group_room_with(&agent.user_id()).await;
 
     let content = json!({"msgtype": "m.text", "body": "Agent: summarise the plan",
                          "m.mentions": {"user_ids": [agent.user_id()]}});
@@ -117,7 +108,7 @@ async fn threads_stay_threaded_and_chatter_is_ignored() {
     let llm = FakeLlm::start().await;
     let agent = agent_with(&llm.url, "qwen3:think").await;
     let alice = User::register("alice").await;
-    let room = group_room(&alice, &agent).await;
+    let room = alice.group_room_with(&agent.user_id()).await;
 
     let chatter = alice.send_text(&room, "just talking among ourselves").await;
     let root = alice.send_text(&room, "release planning").await;
@@ -151,7 +142,7 @@ async fn backend_failures_get_clear_replies_and_the_agent_keeps_serving() {
     let down = format!("http://127.0.0.1:{}/v1", common::free_port());
     let agent = agent_with(&down, "llama3.1:8b").await;
     let alice = User::register("alice").await;
-    let room = group_room(&alice, &agent).await;
+    let room = alice.group_room_with(&agent.user_id()).await;
 
     let asked = alice.send_text(&room, "!ask are you there?").await;
     let reply = alice.wait_reply(&room, &agent.user_id(), &asked).await;
@@ -161,14 +152,14 @@ async fn backend_failures_get_clear_replies_and_the_agent_keeps_serving() {
 
     // An unknown model: the reply lists the ones that exist.
     let agent2 = agent_with(&llm.url, "no-such-model").await;
-    let room2 = group_room(&alice, &agent2).await;
+    let room2 = alice.group_room_with(&agent2.user_id()).await;
     let asked = alice.send_text(&room2, "!ask hello?").await;
     let reply = alice.wait_reply(&room2, &agent2.user_id(), &asked).await;
     assert!(body(&reply).contains("no-such-model") && body(&reply).contains("`llama3.1:8b`"), "{reply}");
 
     // A stream cut mid-way keeps what arrived and says so.
     let agent3 = agent_with(&llm.url, "cut").await;
-    let room3 = group_room(&alice, &agent3).await;
+    let room3 = alice.group_room_with(&agent3.user_id()).await;
     let asked = alice.send_text(&room3, "!ask tell me everything").await;
     let text = wait_answer(&alice, &room3, &agent3, &asked, "cut off").await;
     assert!(text.starts_with("You said:"), "{text}");
@@ -229,7 +220,7 @@ async fn fallback_answers_while_the_primary_is_down() {
     );
     let agent = Agent::start(synapse().slot(), Options { extra, ..Options::default() }).await;
     let alice = User::register("alice").await;
-    let room = group_room(&alice, &agent).await;
+    let room = alice.group_room_with(&agent.user_id()).await;
     for question in ["first?", "second?"] {
         let asked = alice.send_text(&room, &format!("!ask {question}")).await;
         let text = wait_answer(&alice, &room, &agent, &asked, question).await;
@@ -253,8 +244,8 @@ async fn questions_are_rate_limited_and_queued() {
     let agent = Agent::start(synapse().slot(), Options { extra, ..Options::default() }).await;
     let alice = User::register("alice").await;
     let bob = User::register("bob").await;
-    let room_a = group_room(&alice, &agent).await;
-    let room_b = group_room(&bob, &agent).await;
+    let room_a = alice.group_room_with(&agent.user_id()).await;
+    let room_b = bob.group_room_with(&agent.user_id()).await;
 
     // One answer at a time: the second room's question waits, and says so.
     let first = alice.send_text(&room_a, "!ask one").await;
@@ -278,7 +269,7 @@ async fn the_replied_to_message_reaches_the_model_even_when_old() {
     let llm = FakeLlm::start().await;
     let agent = agent_with(&llm.url, "llama3.1:8b").await;
     let alice = User::register("alice").await;
-    let room = group_room(&alice, &agent).await;
+    let room = alice.group_room_with(&agent.user_id()).await;
     let old = alice.send_text(&room, "the launch code is 4242").await;
     for i in 0..60 {
         alice.send_text(&room, &format!("filler {i}")).await;

@@ -180,3 +180,53 @@ async fn unreachable_postgres_is_a_clear_error() {
     let err = Store::connect(&format!("postgres://postgres@127.0.0.1:{port}/x")).await.unwrap_err();
     assert!(err.to_string().contains("database error"), "{err}");
 }
+
+/// Room ↔ board bindings and the card memory, on either database.
+async fn tasks_contract(store: Store) {
+    assert_eq!(store.board_binding("!a").await.unwrap(), None);
+    store.bind_board("!a", "b1", "l1", "@admin:x").await.unwrap();
+    store.bind_board("!b", "b1", "l9", "@admin:x").await.unwrap();
+    store.bind_board("!a", "b1", "l2", "@admin:x").await.unwrap();
+    let binding = store.board_binding("!a").await.unwrap().unwrap();
+    assert_eq!((binding.board_id.as_str(), binding.list_id.as_str()), ("b1", "l2"), "rebinding replaces");
+    assert_eq!(store.rooms_bound_to("b1").await.unwrap(), ["!a", "!b"]);
+    assert!(store.rooms_bound_to("b2").await.unwrap().is_empty());
+
+    // References count per room, and a card keeps its reference.
+    assert_eq!(store.remember_card("!a", "c1", Some("$t1")).await.unwrap(), 1);
+    assert_eq!(store.remember_card("!a", "c2", None).await.unwrap(), 2);
+    assert_eq!(store.remember_card("!a", "c1", Some("$t1")).await.unwrap(), 1, "idempotent");
+    assert_eq!(store.remember_card("!b", "c2", None).await.unwrap(), 1, "per room");
+    let c1 = store.card_by_ref("!a", 1).await.unwrap().unwrap();
+    assert_eq!((c1.card_id.as_str(), c1.trigger_event_id.as_deref()), ("c1", Some("$t1")));
+    assert!(c1.created_at > 0);
+    assert_eq!(store.card_by_ref("!a", 3).await.unwrap(), None);
+    assert_eq!(store.card_by_id("!b", "c1").await.unwrap(), None, "nothing leaks across rooms");
+    let recent: Vec<i64> = store.recent_cards("!a", 10).await.unwrap().iter().map(|c| c.ref_no).collect();
+    assert_eq!(recent, [2, 1]);
+
+    // The first message about a created card is its reply; every message finds its card.
+    store.remember_card_message("!a", "$r1", "c1").await.unwrap();
+    store.remember_card_message("!a", "$r2", "c1").await.unwrap();
+    store.remember_card_message("!a", "$r2", "c1").await.unwrap();
+    assert_eq!(store.card_by_ref("!a", 1).await.unwrap().unwrap().reply_event_id.as_deref(), Some("$r1"));
+    assert_eq!(store.card_of_message("!a", "$r2").await.unwrap().as_deref(), Some("c1"));
+    assert_eq!(store.card_of_message("!b", "$r2").await.unwrap(), None);
+
+    // Leaving a room unbinds it.
+    store.room_forget("!a").await.unwrap();
+    assert_eq!(store.board_binding("!a").await.unwrap(), None);
+    assert_eq!(store.rooms_bound_to("b1").await.unwrap(), ["!b"]);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn sqlite_tasks_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    tasks_contract(Store::connect(&format!("sqlite://{}/agent.db", dir.path().display())).await.unwrap()).await;
+}
+
+#[tokio::test]
+async fn postgres_tasks_contract() {
+    tasks_contract(Store::connect(&postgres().fresh_database().await).await.unwrap()).await;
+}

@@ -12,13 +12,14 @@ impl FromRequestParts<AppState> for HomeserverAuth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let token = bearer(parts).or_else(|| query_token(parts)).ok_or_else(ApiError::unauthorized)?;
+        let token = bearer(&parts.headers).or_else(|| query_token(parts)).ok_or_else(ApiError::unauthorized)?;
         if state.hs_token.matches(&token) { Ok(Self) } else { Err(ApiError::forbidden()) }
     }
 }
 
-fn bearer(parts: &Parts) -> Option<String> {
-    let value = parts.headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
+/// The token of an `Authorization: Bearer …` header.
+pub(super) fn bearer(headers: &axum::http::HeaderMap) -> Option<String> {
+    let value = headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_owned())
 }

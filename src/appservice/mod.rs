@@ -3,12 +3,14 @@
 
 mod auth;
 mod error;
+mod planka;
 mod queries;
 mod transactions;
 
 pub use auth::HomeserverAuth;
 pub use error::ApiError;
 
+use crate::context::Context;
 use crate::matrix::MatrixClient;
 use crate::registration::Namespace;
 use crate::secret::Secret;
@@ -29,6 +31,8 @@ pub struct AppState {
     pub hs_token: Secret,
     /// Woken after new events are stored, so the dispatcher does not wait for its next poll.
     pub inbox_signal: Arc<Notify>,
+    /// What the Planka webhook needs: bindings, the Planka client, the agent's identity.
+    pub context: Arc<Context>,
 }
 
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
@@ -38,6 +42,10 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/_matrix/app/v1/users/{user_id}", get(queries::query_user))
         .route("/_matrix/app/v1/rooms/{alias}", get(queries::query_room_alias))
         .route("/health", get(queries::health))
+        .route(
+            "/conclave/v1/planka/webhook",
+            post(planka::webhook).layer(DefaultBodyLimit::max(planka::MAX_BODY_BYTES)),
+        )
         .fallback(|| async { ApiError::unrecognized(StatusCode::NOT_FOUND) })
         .method_not_allowed_fallback(|| async { ApiError::unrecognized(StatusCode::METHOD_NOT_ALLOWED) })
         .layer(DefaultBodyLimit::max(max_body_bytes))

@@ -2,8 +2,11 @@
 //! table-tested), [`execute`] produces the one reply (invariant 3).
 
 pub mod llm;
+pub mod task;
+pub mod task_syntax;
 
 use crate::strings;
+pub use task_syntax::{BoardCommand, TaskCommand};
 
 /// A parsed command. Adding a command = one arm here, one in [`parse`], and its execution: in
 /// [`execute`] when it needs no I/O, else in its module (dispatched from `events`).
@@ -23,6 +26,10 @@ pub enum Command {
     Prompt(PromptChange),
     /// `!usage`: token use of this room and of the asker.
     Usage,
+    /// `!task …`: Planka cards (see [`task`]).
+    Task(TaskCommand),
+    /// `!board …`: the room's Planka board.
+    Board(BoardCommand),
     /// `!name` that is not a command.
     Unknown {
         name: String,
@@ -42,7 +49,7 @@ pub enum PromptChange {
 
 /// Commands that exist. A `/name` message counts as a command only for these, so a message
 /// that starts with a path (`/etc/hosts is …`) is not answered.
-const KNOWN: &[&str] = &["help", "ping", "ask", "model", "prompt", "usage"];
+const KNOWN: &[&str] = &["help", "ping", "ask", "model", "prompt", "usage", "task", "board"];
 
 /// Parses a message body; `None` when it is not a command at all.
 pub fn parse(body: &str) -> Option<Command> {
@@ -74,6 +81,8 @@ pub fn parse(body: &str) -> Option<Command> {
         "ping" => Command::Ping,
         "ask" if text.is_empty() => Command::Invalid { reason: strings::ask_needs_a_question() },
         "ask" => Command::Ask { question: text.to_owned() },
+        "task" => task_syntax::task(text),
+        "board" => task_syntax::board(text),
         _ => Command::Unknown { name },
     })
 }
@@ -88,9 +97,12 @@ pub struct Invocation {
 /// (`llm` here, `chat` for `Ask`).
 pub fn execute(command: &Command, invocation: &Invocation) -> String {
     match command {
-        Command::Ask { .. } | Command::Model { .. } | Command::Prompt(_) | Command::Usage => {
-            unreachable!("commands with I/O are run by their modules")
-        }
+        Command::Ask { .. }
+        | Command::Model { .. }
+        | Command::Prompt(_)
+        | Command::Usage
+        | Command::Task(_)
+        | Command::Board(_) => unreachable!("commands with I/O are run by their modules"),
         Command::Help => strings::help(),
         Command::Ping => strings::pong(invocation.lag_ms),
         Command::Unknown { name } => strings::unknown_command(name),

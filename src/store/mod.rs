@@ -7,9 +7,11 @@
 mod inbox;
 mod rooms;
 mod settings;
+mod tasks;
 
 pub use inbox::{InboxItem, NewEvent};
 pub use settings::{RoomSettings, UsageTotals, today};
+pub use tasks::{Binding, TaskCard};
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Executor};

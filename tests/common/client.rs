@@ -144,6 +144,15 @@ impl User {
         .await
     }
 
+    /// A room with the agent and a second person, so it is not a direct chat.
+    pub async fn group_room_with(&self, agent_user: &str) -> String {
+        let other = User::register("bob").await;
+        let room = self.room_with(agent_user).await;
+        self.invite(&room, &other.user_id).await;
+        other.join(&room).await;
+        room
+    }
+
     /// Creates a room with the agent in it (invited and joined).
     pub async fn room_with(&self, agent_user: &str) -> String {
         let room = self.create_room(&[agent_user]).await;

@@ -91,7 +91,9 @@ impl Synapse {
         let d = dir.to_str().unwrap();
         let port = free_port();
 
+        // From inside the data dir: the generated log config puts `homeserver.log` in the cwd.
         let generated = std::process::Command::new(&python)
+            .current_dir(&dir)
             .args(["-m", "synapse.app.homeserver", "--server-name", SERVER_NAME])
             .args(["--config-path", &format!("{d}/homeserver.yaml"), "--data-directory", d])
             .args(["--generate-config", "--report-stats=no"])

@@ -1,0 +1,78 @@
+//! `POST /conclave/v1/planka/webhook`: Planka's webhook deliveries become one short notice in each
+//! room bound to the board.
+//!
+//! Planka sends each delivery once, with no signature and no retry: the bearer token is the only
+//! proof of origin (checked in constant time), a lost delivery is simply missed, and a repeated
+//! one is sent with the same txn ids (derived from the body), so the homeserver drops the copy.
+
+use super::{ApiError, AppState, auth::bearer};
+use crate::matrix::txn_id_for;
+use crate::planka::webhook::{Delivery, notice};
+use crate::strings;
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use ruma::RoomId;
+use ruma::events::room::message::RoomMessageEventContent;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+/// Deliveries carry one card or comment with a few included names; anything bigger is not Planka.
+pub const MAX_BODY_BYTES: usize = 256 * 1024;
+
+/// `POST /conclave/v1/planka/webhook`
+pub async fn webhook(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Json<Value>, ApiError> {
+    let ctx = &state.context;
+    let expected = &ctx.config.planka.webhook_token;
+    if expected.is_empty() {
+        tracing::warn!("a Planka webhook delivery arrived, but planka.webhook_token is not set: refusing it");
+        return Err(ApiError::not_found("the Planka webhook is not enabled (planka.webhook_token is not set)"));
+    }
+    let token = bearer(&headers).ok_or_else(|| {
+        ApiError::new(StatusCode::UNAUTHORIZED, "M_UNAUTHORIZED", "missing webhook token (Authorization: Bearer …)")
+    })?;
+    if !expected.matches(&token) {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "M_FORBIDDEN", "wrong webhook token"));
+    }
+    let delivery: Delivery = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "M_BAD_JSON", format!("not a Planka delivery: {e}")))?;
+    let Some(notice) = notice(&delivery) else {
+        tracing::debug!(event = %delivery.event, "Planka delivery with nothing to tell");
+        return Ok(Json(json!({ "notified": 0 })));
+    };
+    if let Some(tasks) = &ctx.tasks
+        && tasks.is_own_change(notice.actor_id.as_deref(), notice.card_id.as_deref()).await
+    {
+        tracing::debug!(event = %delivery.event, "not echoing the agent's own change");
+        return Ok(Json(json!({ "notified": 0 })));
+    }
+    let rooms =
+        ctx.store.rooms_bound_to(&notice.board_id).await.map_err(|e| ApiError::internal("reading bindings", e))?;
+    let card_url = match (&ctx.tasks, &notice.card_id) {
+        (Some(tasks), Some(card)) => Some(tasks.client.card_url(card)),
+        _ => None,
+    };
+    // Plain text: card names and comments are user data, never markup.
+    let content = RoomMessageEventContent::notice_plain(strings::planka_notice(&notice.text, card_url.as_deref()));
+    let delivery_id: String = Sha256::digest(&body).iter().take(16).map(|b| format!("{b:02x}")).collect();
+    let mut notified = 0;
+    for room in rooms {
+        let Ok(room_id) = <&RoomId>::try_from(room.as_str()) else { continue };
+        let txn = txn_id_for(&delivery_id, &format!("planka-notice {room}"));
+        match ctx.matrix.send_message(ctx.namespace.sender(), room_id, &txn, &content).await {
+            Ok(event_id) => {
+                notified += 1;
+                if let Some(card) = &notice.card_id
+                    && let Err(e) = ctx.store.remember_card_message(&room, event_id.as_str(), card).await
+                {
+                    tracing::warn!(error = %e, "cannot remember the notice's card");
+                }
+            }
+            // One room failing must not keep the others from hearing about it.
+            Err(e) => tracing::warn!(error = %e, room_id = %room, "cannot post a Planka notice"),
+        }
+    }
+    tracing::info!(event = %delivery.event, notified, "Planka delivery handled");
+    Ok(Json(json!({ "notified": notified })))
+}

@@ -1,0 +1,375 @@
+//! `!task` and `!board`: Planka cards from chat (execution; the words are in [`super::task_syntax`]).
+//!
+//! Every command ends in exactly one reply (invariant 3): Planka failures and unknown cards or
+//! lists become a reply that says what failed and what to do. A room only ever reaches the board
+//! bound to it, and its short references (`#12`) are its own (invariant 4).
+
+use super::Command;
+use super::task_syntax::{BoardCommand, BoardRef, CardRef, TaskCommand};
+use crate::config;
+use crate::context::Context;
+use crate::events::{HandleError, reply_with_id};
+use crate::planka::{BoardView, Card, List, ListKind, PlankaClient, PlankaError};
+use crate::store::{Binding, StoreError};
+use crate::strings;
+use ruma::EventId;
+use ruma::events::room::message::{OriginalRoomMessageEvent, Relation};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Every Planka call ends within this (invariant 7).
+const PLANKA_TIMEOUT: Duration = Duration::from_secs(15);
+/// A webhook delivery about a card the agent changed this recently is its own change's echo.
+const ECHO_WINDOW: Duration = Duration::from_secs(60);
+/// Cards shown by `!task list` without a list name, and with one.
+const LIST_ALL_LIMIT: usize = 30;
+const LIST_ONE_LIMIT: usize = 50;
+
+/// The Planka side of the agent: the client, and what it needs to recognise its own changes.
+#[derive(Debug)]
+pub struct Tasks {
+    pub client: PlankaClient,
+    /// The agent's own Planka user id, asked once.
+    me: tokio::sync::OnceCell<String>,
+    /// Cards the agent changed, and when; pruned as it grows.
+    touched: Mutex<HashMap<String, Instant>>,
+}
+
+impl Tasks {
+    /// `None` when Planka is not configured.
+    pub fn from_config(config: &config::Planka) -> anyhow::Result<Option<Self>> {
+        match PlankaClient::new(config, PLANKA_TIMEOUT) {
+            Ok(client) => Ok(Some(Self { client, me: Default::default(), touched: Mutex::default() })),
+            Err(PlankaError::NotConfigured) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn touch(&self, card_id: &str) {
+        let mut touched = self.touched.lock().expect("not poisoned");
+        if touched.len() > 1000 {
+            touched.retain(|_, at| at.elapsed() < ECHO_WINDOW);
+        }
+        touched.insert(card_id.to_owned(), Instant::now());
+    }
+
+    /// Whether a change Planka reports was made by the agent: its Planka user acted, or (when
+    /// that cannot be told) the agent changed that card within the last minute.
+    pub async fn is_own_change(&self, actor_id: Option<&str>, card_id: Option<&str>) -> bool {
+        let me = self.me.get_or_try_init(|| async { self.client.me().await.map(|u| u.id) }).await;
+        match (me, actor_id) {
+            (Ok(me), Some(actor)) => me == actor,
+            _ => card_id.is_some_and(|card| {
+                self.touched.lock().expect("not poisoned").get(card).is_some_and(|at| at.elapsed() < ECHO_WINDOW)
+            }),
+        }
+    }
+}
+
+/// What a command answers, and the card the answer is about (so replies to it can name it).
+struct Reply {
+    text: String,
+    card: Option<String>,
+}
+
+impl Reply {
+    fn about(card: &Card, text: String) -> Self {
+        Self { text, card: Some(card.id.clone()) }
+    }
+}
+
+/// Why a command could not be done.
+enum Failure {
+    /// Planka failed; the reply names it and the cause.
+    Planka(PlankaError),
+    /// The command cannot be done as asked; the reply says why and what to do.
+    Refused(String),
+    /// The store or the homeserver failed: worth retrying the whole event.
+    Handle(HandleError),
+}
+
+impl From<PlankaError> for Failure {
+    fn from(e: PlankaError) -> Self {
+        Self::Planka(e)
+    }
+}
+
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Self {
+        Self::Handle(e.into())
+    }
+}
+
+type Outcome<T> = Result<T, Failure>;
+
+/// Runs a `!task` or `!board` command and sends its one reply.
+pub async fn run(ctx: &Context, ev: &OriginalRoomMessageEvent, command: &Command) -> Result<(), HandleError> {
+    let outcome = match (&ctx.tasks, command) {
+        (None, _) => Err(Failure::Refused(strings::planka_not_configured())),
+        (Some(tasks), Command::Task(task)) => run_task(ctx, tasks, ev, task).await,
+        (Some(tasks), Command::Board(board)) => run_board(ctx, tasks, ev, board).await,
+        (Some(_), _) => Err(Failure::Refused(strings::planka_not_configured())),
+    };
+    let reply = match outcome {
+        Ok(reply) => reply,
+        Err(Failure::Refused(text)) => Reply { text, card: None },
+        Err(Failure::Planka(e)) => {
+            tracing::warn!(error = %e, "Planka call failed");
+            Reply { text: strings::planka_failed(&e.to_string()), card: None }
+        }
+        Err(Failure::Handle(e)) => return Err(e),
+    };
+    let event_id = reply_with_id(ctx, ev, &reply.text).await?;
+    if let Some(card) = reply.card {
+        ctx.store.remember_card_message(ev.room_id.as_str(), event_id.as_str(), &card).await?;
+    }
+    Ok(())
+}
+
+async fn run_task(ctx: &Context, tasks: &Tasks, ev: &OriginalRoomMessageEvent, task: &TaskCommand) -> Outcome<Reply> {
+    let room = ev.room_id.as_str();
+    let binding = ctx.store.board_binding(room).await?.ok_or_else(|| Failure::Refused(strings::board_unbound()))?;
+    let client = &tasks.client;
+    match task {
+        TaskCommand::Create { title } => {
+            // A replayed command finds the card it made the first time.
+            let card = match ctx.store.card_by_trigger(room, ev.event_id.as_str()).await? {
+                Some(known) => client.card(&known.card_id).await?,
+                None => {
+                    let description = match replied_to(ev) {
+                        Some(target) => Some(describe(ctx, ev, target).await),
+                        None => None,
+                    };
+                    let card = client.create_card(&binding.list_id, title, description.as_deref()).await?;
+                    tasks.touch(&card.id);
+                    card
+                }
+            };
+            let reference = ctx.store.remember_card(room, &card.id, Some(ev.event_id.as_str())).await?;
+            Ok(Reply::about(&card, strings::card_created(reference, &card.name, &client.card_url(&card.id))))
+        }
+        TaskCommand::List { list } => {
+            let board = client.board(&binding.board_id).await?;
+            let (lists, limit) = match list {
+                Some(name) => (vec![find_list(&board, name)?], LIST_ONE_LIMIT),
+                None => (board.lists.iter().collect(), LIST_ALL_LIMIT),
+            };
+            let mut shown = Vec::new();
+            let (mut count, mut more) = (0, 0);
+            for list in lists {
+                let mut lines = Vec::new();
+                for card in board.cards_in(&list.id) {
+                    if count == limit {
+                        more += 1;
+                        continue;
+                    }
+                    count += 1;
+                    let reference = ctx.store.remember_card(room, &card.id, None).await?;
+                    lines.push(strings::card_line(reference, &card.name, card.is_closed));
+                }
+                shown.push((list.name.clone(), lines));
+            }
+            Ok(Reply { text: strings::cards_listed(&shown, more), card: None })
+        }
+        TaskCommand::Show { card } => {
+            let (card, reference) = resolve_card(ctx, tasks, ev, &binding, card.as_ref()).await?;
+            let board = client.board(&binding.board_id).await?;
+            let list = board.list(&card.list_id).map_or("?", |l| l.name.as_str());
+            let url = client.card_url(&card.id);
+            let text =
+                strings::card_shown(reference, &card.name, list, card.is_closed, card.description.as_deref(), &url);
+            Ok(Reply::about(&card, text))
+        }
+        TaskCommand::Move { card, list } => {
+            let (card, reference) = resolve_card(ctx, tasks, ev, &binding, card.as_ref()).await?;
+            let board = client.board(&binding.board_id).await?;
+            let list = find_list(&board, list)?;
+            let moved = client.move_card(&card.id, &list.id).await?;
+            tasks.touch(&card.id);
+            Ok(Reply::about(&moved, strings::card_moved(reference, &moved.name, &list.name)))
+        }
+        TaskCommand::Done { card } => {
+            let (card, reference) = resolve_card(ctx, tasks, ev, &binding, card.as_ref()).await?;
+            let board = client.board(&binding.board_id).await?;
+            let done = board
+                .lists
+                .iter()
+                .find(|l| l.kind == ListKind::Closed)
+                .or_else(|| board.lists.iter().find(|l| l.name.eq_ignore_ascii_case("done")))
+                .ok_or_else(|| Failure::Refused(strings::no_done_list(&list_names(&board))))?;
+            let moved = client.move_card(&card.id, &done.id).await?;
+            tasks.touch(&card.id);
+            Ok(Reply::about(&moved, strings::card_done(reference, &moved.name, &done.name)))
+        }
+        TaskCommand::Comment { card, text } => {
+            let (card, reference) = resolve_card(ctx, tasks, ev, &binding, card.as_ref()).await?;
+            client.comment(&card.id, &strings::planka_comment(text, ev.sender.as_str())).await?;
+            tasks.touch(&card.id);
+            Ok(Reply::about(&card, strings::card_commented(reference, &card.name)))
+        }
+        TaskCommand::Assign { card, user } => {
+            let (card, reference) = resolve_card(ctx, tasks, ev, &binding, card.as_ref()).await?;
+            let board = client.board(&binding.board_id).await?;
+            // A Matrix user is matched by the localpart of their id.
+            let wanted = match user.strip_prefix('@') {
+                Some(id) => id.split(':').next().unwrap_or_default(),
+                None => user.as_str(),
+            };
+            let member = board
+                .users
+                .iter()
+                .find(|u| u.username.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(wanted)))
+                .ok_or_else(|| {
+                    let names: Vec<String> = board.users.iter().filter_map(|u| u.username.clone()).collect();
+                    Failure::Refused(strings::planka_user_unknown(wanted, &names))
+                })?;
+            client.add_card_member(&card.id, &member.id).await?;
+            tasks.touch(&card.id);
+            let username = member.username.clone().unwrap_or_default();
+            Ok(Reply::about(&card, strings::card_assigned(reference, &card.name, &username)))
+        }
+    }
+}
+
+async fn run_board(
+    ctx: &Context,
+    tasks: &Tasks,
+    ev: &OriginalRoomMessageEvent,
+    command: &BoardCommand,
+) -> Outcome<Reply> {
+    let client = &tasks.client;
+    let room = ev.room_id.as_str();
+    match command {
+        BoardCommand::Show => {
+            let binding =
+                ctx.store.board_binding(room).await?.ok_or_else(|| Failure::Refused(strings::board_unbound()))?;
+            let board = client.board(&binding.board_id).await?;
+            let list = board.list(&binding.list_id).map_or("?", |l| l.name.as_str());
+            let text = strings::board_shown(&board.board.name, &client.board_url(&binding.board_id), list);
+            Ok(Reply { text, card: None })
+        }
+        BoardCommand::Bind { board, list } => {
+            if !ctx.access.is_admin(&ev.sender) {
+                return Err(Failure::Refused(strings::bind_admins_only()));
+            }
+            let (board_id, wanted) = match board {
+                BoardRef::Id(id) => (Some(id.clone()), id),
+                BoardRef::Path(path) => (client.find_board(path).await?.map(|b| b.id), path),
+            };
+            let view = match board_id {
+                Some(id) => match client.board(&id).await {
+                    Ok(view) => Some(view),
+                    Err(PlankaError::NotFound { .. }) => None,
+                    Err(e) => return Err(e.into()),
+                },
+                None => None,
+            };
+            let Some(view) = view else {
+                let names = client
+                    .projects_with_boards()
+                    .await?
+                    .iter()
+                    .flat_map(|p| p.boards.iter().map(move |b| format!("{}/{}", p.project.name, b.name)))
+                    .collect::<Vec<_>>();
+                return Err(Failure::Refused(strings::board_not_found(wanted, &names)));
+            };
+            let default = match list {
+                Some(name) => find_list(&view, name)?,
+                None => view
+                    .lists
+                    .iter()
+                    .find(|l| l.kind == ListKind::Active)
+                    .ok_or_else(|| Failure::Refused(strings::board_has_no_lists(&view.board.name)))?,
+            };
+            ctx.store.bind_board(room, &view.board.id, &default.id, ev.sender.as_str()).await?;
+            tracing::info!(board_id = %view.board.id, by = %ev.sender, "room bound to a Planka board");
+            let text = strings::board_bound(&view.board.name, &client.board_url(&view.board.id), &default.name);
+            Ok(Reply { text, card: None })
+        }
+    }
+}
+
+/// The card a command names, or the card of the agent's message it replies to; only cards on
+/// the room's board, so one room cannot reach another's cards. Gives the room's reference too.
+async fn resolve_card(
+    ctx: &Context,
+    tasks: &Tasks,
+    ev: &OriginalRoomMessageEvent,
+    binding: &Binding,
+    card: Option<&CardRef>,
+) -> Outcome<(Card, i64)> {
+    let room = ev.room_id.as_str();
+    let unknown = |wanted: String| async move {
+        let recent: Vec<String> = match ctx.store.recent_cards(room, 5).await {
+            Ok(cards) => cards.iter().map(|c| format!("`#{}`", c.ref_no)).collect(),
+            Err(e) => return Failure::from(e),
+        };
+        Failure::Refused(strings::card_unknown(&wanted, &recent))
+    };
+    let card_id = match card {
+        Some(CardRef::Short(n)) => match ctx.store.card_by_ref(room, *n).await? {
+            Some(known) => known.card_id,
+            None => return Err(unknown(format!("`#{n}`")).await),
+        },
+        Some(CardRef::Id(id)) => id.clone(),
+        None => {
+            let target = replied_to(ev).ok_or_else(|| Failure::Refused(strings::card_needed()))?;
+            ctx.store
+                .card_of_message(room, target.as_str())
+                .await?
+                .ok_or_else(|| Failure::Refused(strings::card_needed()))?
+        }
+    };
+    let card = match tasks.client.card(&card_id).await {
+        Ok(card) => card,
+        Err(PlankaError::NotFound { .. }) => return Err(unknown(format!("`{card_id}`")).await),
+        Err(e) => return Err(e.into()),
+    };
+    if card.board_id != binding.board_id {
+        return Err(Failure::Refused(strings::card_on_another_board()));
+    }
+    let reference = ctx.store.remember_card(room, &card.id, None).await?;
+    Ok((card, reference))
+}
+
+/// A list of the board by name, ignoring case; the refusal lists the names there are.
+fn find_list<'a>(board: &'a BoardView, name: &str) -> Outcome<&'a List> {
+    let name = name.trim();
+    board
+        .lists
+        .iter()
+        .find(|l| l.name == name)
+        .or_else(|| board.lists.iter().find(|l| l.name.to_lowercase() == name.to_lowercase()))
+        .ok_or_else(|| Failure::Refused(strings::list_not_found(name, &list_names(board))))
+}
+
+fn list_names(board: &BoardView) -> Vec<String> {
+    board.lists.iter().map(|l| l.name.clone()).collect()
+}
+
+/// The event the command replies to: a plain reply, or a reply inside a thread (not the
+/// thread's fallback, which points at the latest message, not one the sender chose).
+fn replied_to(ev: &OriginalRoomMessageEvent) -> Option<&EventId> {
+    match ev.content.relates_to.as_ref()? {
+        Relation::Reply(reply) => Some(&reply.in_reply_to.event_id),
+        Relation::Thread(thread) if !thread.is_falling_back => thread.in_reply_to.as_ref().map(|r| &*r.event_id),
+        _ => None,
+    }
+}
+
+/// The description of a card made in reply to a message: its text and a permalink. When the
+/// message cannot be read, the permalink alone still leads there.
+async fn describe(ctx: &Context, ev: &OriginalRoomMessageEvent, target: &EventId) -> String {
+    let permalink = format!("https://matrix.to/#/{}/{}", ev.room_id, target);
+    let event = match ctx.matrix.event(ctx.namespace.sender(), &ev.room_id, target).await {
+        Ok(raw) => serde_json::from_str::<serde_json::Value>(raw.json().get()).ok(),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the replied-to message");
+            None
+        }
+    };
+    let body = event.as_ref().and_then(|e| e["content"]["body"].as_str()).unwrap_or_default();
+    let sender = event.as_ref().and_then(|e| e["sender"].as_str()).unwrap_or("someone");
+    strings::card_description(body.trim(), sender, &permalink)
+}
