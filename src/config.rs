@@ -196,6 +196,8 @@ pub struct Planka {
     pub username: String,
     pub password: Secret,
     pub webhook_token: Secret,
+    /// Timeout of one Planka request, in seconds. Default 15.
+    pub timeout_secs: u64,
 }
 
 impl Default for Planka {
@@ -207,6 +209,7 @@ impl Default for Planka {
             username: String::new(),
             password: Secret::default(),
             webhook_token: Secret::default(),
+            timeout_secs: 15,
         }
     }
 }
@@ -398,6 +401,7 @@ impl Config {
             non_empty("llm.fallback.chat_model", &f.chat_model)?;
         }
         http_url("planka.url", &self.planka.url)?;
+        positive("planka.timeout_secs", self.planka.timeout_secs)?;
         optional_http_url("planka.public_url", &self.planka.public_url)?;
         http_url("chroma.url", &self.chroma.url)?;
         optional_http_url("browser.cdp_url", &self.browser.cdp_url)?;

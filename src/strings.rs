@@ -206,15 +206,33 @@ pub fn bind_admins_only() -> String {
     "Only admins can bind a board to a room. An operator can add you to `access.admins` in my configuration.".to_owned()
 }
 
+/// Text from outside (Planka names, user input) shown as itself inside Markdown: a card named
+/// `[x](http://…)` must not become a link.
+pub fn plain(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if "\\`*_[]()<>#!|~".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
 pub fn board_shown(board: &str, url: &str, list: &str) -> String {
+    let board = plain(board);
+    let list = plain(list);
     format!("This room's board is **{board}** ({url}); new cards go to “{list}”.")
 }
 
 pub fn board_bound(board: &str, url: &str, list: &str) -> String {
+    let board = plain(board);
+    let list = plain(list);
     format!("Bound this room to **{board}** ({url}); new cards go to “{list}”. Try `!task <title>`.")
 }
 
 pub fn board_not_found(wanted: &str, boards: &[String]) -> String {
+    let wanted = plain(wanted);
     let mut text = format!("I cannot find the board “{wanted}” in Planka.");
     if boards.is_empty() {
         text.push_str(" I see no boards at all: the agent's Planka user must be a member of the board.");
@@ -225,10 +243,12 @@ pub fn board_not_found(wanted: &str, boards: &[String]) -> String {
 }
 
 pub fn board_has_no_lists(board: &str) -> String {
+    let board = plain(board);
     format!("The board **{board}** has no lists yet. Add one in Planka, then bind again.")
 }
 
 pub fn list_not_found(wanted: &str, lists: &[String]) -> String {
+    let wanted = plain(wanted);
     format!("There is no list “{wanted}” on this room's board. Lists: {}.", quote_all(lists))
 }
 
@@ -240,6 +260,7 @@ pub fn no_done_list(lists: &[String]) -> String {
     )
 }
 
+/// `wanted` arrives formatted (a code span) by the caller.
 pub fn card_unknown(wanted: &str, recent: &[String]) -> String {
     let mut text = format!("I do not know the card {wanted} in this room.");
     if recent.is_empty() {
@@ -259,10 +280,12 @@ pub fn card_on_another_board() -> String {
 }
 
 pub fn card_created(reference: i64, title: &str, url: &str) -> String {
+    let title = plain(title);
     format!("Created `#{reference}` **{title}** in Planka: {url}")
 }
 
 pub fn card_line(reference: i64, title: &str, closed: bool) -> String {
+    let title = plain(title);
     format!("`#{reference}` {title}{}", if closed { " (closed)" } else { "" })
 }
 
@@ -274,6 +297,8 @@ pub fn card_shown(
     description: Option<&str>,
     url: &str,
 ) -> String {
+    let list = plain(list);
+    let title = plain(title);
     let mut text = format!("`#{reference}` **{title}** — in “{list}”{} — {url}", if closed { ", closed" } else { "" });
     if let Some(d) = description.map(str::trim).filter(|d| !d.is_empty()) {
         let short: String = d.chars().take(300).collect();
@@ -301,22 +326,30 @@ pub fn cards_listed(lists: &[(String, Vec<String>)], more: usize) -> String {
 }
 
 pub fn card_moved(reference: i64, title: &str, list: &str) -> String {
+    let list = plain(list);
+    let title = plain(title);
     format!("Moved `#{reference}` **{title}** to “{list}”.")
 }
 
 pub fn card_done(reference: i64, title: &str, list: &str) -> String {
+    let list = plain(list);
+    let title = plain(title);
     format!("Done: `#{reference}` **{title}** is now in “{list}”.")
 }
 
 pub fn card_commented(reference: i64, title: &str) -> String {
+    let title = plain(title);
     format!("Commented on `#{reference}` **{title}**.")
 }
 
 pub fn card_assigned(reference: i64, title: &str, username: &str) -> String {
+    let title = plain(title);
+    let username = plain(username);
     format!("Assigned `#{reference}` **{title}** to {username}.")
 }
 
 pub fn planka_user_unknown(wanted: &str, usernames: &[String]) -> String {
+    let wanted = plain(wanted);
     format!(
         "No member of this room's board has the Planka username “{wanted}”. Members: {}.",
         if usernames.is_empty() { "none".to_owned() } else { quote_all(usernames) }
@@ -342,5 +375,18 @@ pub fn planka_notice(text: &str, card_url: Option<&str>) -> String {
 }
 
 fn quote_all(names: &[String]) -> String {
-    names.iter().map(|n| format!("“{n}”")).collect::<Vec<_>>().join(", ")
+    names.iter().map(|n| format!("“{}”", plain(n))).collect::<Vec<_>>().join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outside_text_cannot_format_or_link() {
+        assert_eq!(plain("[x](http://evil) *b* `c` #1"), r"\[x\]\(http://evil\) \*b\* \`c\` \#1");
+        assert_eq!(plain("plain words, 100%"), "plain words, 100%");
+        assert!(card_created(3, "**boom**", "http://p/cards/1").contains(r"\*\*boom\*\*"));
+        assert!(list_not_found("x", &["[a](b)".into()]).contains(r"“\[a\]\(b\)”"));
+    }
 }

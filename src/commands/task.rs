@@ -19,7 +19,6 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Every Planka call ends within this (invariant 7).
-const PLANKA_TIMEOUT: Duration = Duration::from_secs(15);
 /// A webhook delivery about a card the agent changed this recently is its own change's echo.
 const ECHO_WINDOW: Duration = Duration::from_secs(60);
 /// Cards shown by `!task list` without a list name, and with one.
@@ -39,7 +38,7 @@ pub struct Tasks {
 impl Tasks {
     /// `None` when Planka is not configured.
     pub fn from_config(config: &config::Planka) -> anyhow::Result<Option<Self>> {
-        match PlankaClient::new(config, PLANKA_TIMEOUT) {
+        match PlankaClient::new(config, Duration::from_secs(config.timeout_secs)) {
             Ok(client) => Ok(Some(Self { client, me: Default::default(), touched: Mutex::default() })),
             Err(PlankaError::NotConfigured) => Ok(None),
             Err(e) => Err(e.into()),
