@@ -182,6 +182,13 @@ async fn every_task_command_works_from_chat() {
     assert!(w.planka.card_memberships().contains(&(card_id.clone(), w.alice_planka_id.clone())));
     let text = w.ask("!task assign #1 nobody").await;
     assert!(text.contains("“nobody”") && text.contains("conclave-bot"), "{text}");
+    // A Matrix user whose Planka username differs is found by the start of their email.
+    let carol = w.planka.add_user("cp", "Carol", None, false);
+    w.planka.set_email(&carol, "carol@example.org");
+    w.planka.add_board_member(&w.board, &carol);
+    let text = w.ask("!task assign #1 @carol:test.local").await;
+    assert!(text.contains("Assigned `#1`") && text.contains("cp"), "{text}");
+    assert!(w.planka.card_memberships().contains(&(card_id.clone(), carol)));
 
     // Reply-driven: answering the agent's message about the card acts on that card.
     let (text, _) = w.reply(&created_reply, "!task comment from a reply").await;

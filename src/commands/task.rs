@@ -210,15 +210,24 @@ async fn run_task(ctx: &Context, tasks: &Tasks, ev: &OriginalRoomMessageEvent, t
         TaskCommand::Assign { card, user } => {
             let (card, reference) = resolve_card(ctx, tasks, ev, &binding, card.as_ref()).await?;
             let board = client.board(&binding.board_id).await?;
-            // A Matrix user is matched by the localpart of their id.
-            let wanted = match user.strip_prefix('@') {
-                Some(id) => id.split(':').next().unwrap_or_default(),
-                None => user.as_str(),
+            // A Matrix user (`@alice:server`) is matched by their localpart: to a Planka username,
+            // else to the part of a Planka email before the `@` (the agent cannot see Matrix
+            // users' emails). A bare name is a Planka username or email.
+            let (wanted, matrix_user) = match user.strip_prefix('@') {
+                Some(id) => (id.split(':').next().unwrap_or_default(), true),
+                None => (user.as_str(), false),
+            };
+            let same = |a: Option<&str>| a.is_some_and(|a| a.eq_ignore_ascii_case(wanted));
+            let email_matches = |email: Option<&str>| match (email, matrix_user) {
+                (Some(e), true) => same(e.split('@').next()),
+                (e, false) => same(e),
+                _ => false,
             };
             let member = board
                 .users
                 .iter()
-                .find(|u| u.username.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(wanted)))
+                .find(|u| same(u.username.as_deref()))
+                .or_else(|| board.users.iter().find(|u| email_matches(u.email.as_deref())))
                 .ok_or_else(|| {
                     let names: Vec<String> = board.users.iter().filter_map(|u| u.username.clone()).collect();
                     Failure::Refused(strings::planka_user_unknown(wanted, &names))

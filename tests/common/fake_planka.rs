@@ -243,6 +243,15 @@ impl FakePlanka {
         })
     }
 
+    /// Replaces a user's email (seeded as `<username>@example.org`).
+    pub fn set_email(&self, user_id: &str, email: &str) {
+        self.with(|d| {
+            if let Some(u) = d.users.iter_mut().find(|u| u.id == user_id) {
+                u.email = email.into();
+            }
+        });
+    }
+
     pub fn add_board_member(&self, board_id: &str, user_id: &str) {
         self.with(|d| d.board_members.push((board_id.into(), user_id.into())));
     }
