@@ -131,16 +131,18 @@ async fn message(ctx: &Context, ev: &OriginalRoomMessageEvent) -> Result<(), Han
 
 /// Sends the one reply to `trigger`, as the agent user.
 async fn reply_to(ctx: &Context, trigger: &OriginalRoomMessageEvent, markdown: &str) -> Result<(), HandleError> {
-    reply_with_id(ctx, trigger, markdown).await.map(drop)
+    reply(ctx, trigger, "reply", markdown).await.map(drop)
 }
 
-/// [`reply_to`], giving the reply's event id (for handlers that remember their replies).
-pub(crate) async fn reply_with_id(
+/// A notice replying to `trigger`, as the agent user. `purpose` tells apart the replies to one
+/// trigger: the send's txn id derives from both, so a replay is deduplicated by the homeserver.
+pub(crate) async fn reply(
     ctx: &Context,
     trigger: &OriginalRoomMessageEvent,
+    purpose: &str,
     markdown: &str,
 ) -> Result<OwnedEventId, HandleError> {
-    let txn = txn_id_for(trigger.event_id.as_str(), "reply");
+    let txn = txn_id_for(trigger.event_id.as_str(), purpose);
     Ok(ctx
         .matrix
         .send_message(ctx.namespace.sender(), &trigger.room_id, &txn, &notice_reply(markdown, trigger))

@@ -185,7 +185,5 @@ pub async fn send_reply(
     purpose: &str,
     text: &str,
 ) -> Result<(), HandleError> {
-    let txn = txn_id_for(trigger.event_id.as_str(), purpose);
-    ctx.matrix.send_message(ctx.namespace.sender(), &trigger.room_id, &txn, &notice_reply(text, trigger)).await?;
-    Ok(())
+    crate::events::reply(ctx, trigger, purpose, text).await.map(drop)
 }

@@ -8,7 +8,7 @@ use super::Command;
 use super::task_syntax::{BoardCommand, BoardRef, CardRef, TaskCommand};
 use crate::config;
 use crate::context::Context;
-use crate::events::{HandleError, reply_with_id};
+use crate::events::{self, HandleError};
 use crate::planka::{BoardView, Card, List, ListKind, PlankaClient, PlankaError};
 use crate::store::{Binding, StoreError};
 use crate::strings;
@@ -119,7 +119,7 @@ pub async fn run(ctx: &Context, ev: &OriginalRoomMessageEvent, command: &Command
         }
         Err(Failure::Handle(e)) => return Err(e),
     };
-    let event_id = reply_with_id(ctx, ev, &reply.text).await?;
+    let event_id = events::reply(ctx, ev, "reply", &reply.text).await?;
     if let Some(card) = reply.card {
         ctx.store.remember_card_message(ev.room_id.as_str(), event_id.as_str(), &card).await?;
     }
