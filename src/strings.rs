@@ -11,6 +11,7 @@ pub fn help() -> String {
      - `!model [name]` — the models I can use, and this room's; admins set it\n\
      - `!prompt [text|reset]` — this room's instructions for me; admins set them\n\
      - `!usage` — tokens used by this room and by you\n\
+     - `!search <query>` — earlier messages of this room about that, with links to them\n\
      - `!task <title>` — a Planka card on this room's board (reply to a message to make it the description); \
      `!task list [list]`, `!task show <card>`, `!task move <card> <list>`, `!task done <card>`, \
      `!task comment <card> <text>`, `!task assign <card> <user>` — `<card>` is `#12`, a card id or link, \
@@ -343,4 +344,56 @@ pub fn planka_notice(text: &str, card_url: Option<&str>) -> String {
 
 fn quote_all(names: &[String]) -> String {
     names.iter().map(|n| format!("“{n}”")).collect::<Vec<_>>().join(", ")
+}
+
+/// One `!search` result.
+pub struct SearchResult {
+    pub sender: String,
+    /// `YYYY-MM-DD`.
+    pub date: String,
+    pub snippet: String,
+    pub permalink: String,
+}
+
+pub fn search_needs_a_query() -> String {
+    "`!search` needs something to look for, e.g. `!search login page decision`".to_owned()
+}
+
+/// Found messages are other people's words: shown as escaped quotes, so they cannot format the
+/// reply or mention anyone.
+pub fn search_results(results: &[SearchResult]) -> String {
+    let mut text = String::from("**Earlier in this room:**");
+    for r in results {
+        text.push_str(&format!(
+            "\n- {} on {}: “{}” — [link]({})",
+            plain(&r.sender),
+            r.date,
+            plain(&r.snippet),
+            r.permalink
+        ));
+    }
+    text
+}
+
+pub fn search_found_nothing() -> String {
+    "I found nothing about that in this room's history (only messages since indexing started are searched).".to_owned()
+}
+
+pub fn search_failed(error: &str) -> String {
+    format!(
+        "I cannot search right now: {error}. Try again later; an operator can check the embeddings server and Chroma."
+    )
+}
+
+/// `text` on one line with Markdown's special characters escaped and mentions defused.
+fn plain(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.split_whitespace().collect::<Vec<_>>().join(" ").chars() {
+        if "\\`*_[]<>#~|!".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    // `@room` would notify everyone if the agent may do so.
+    out.replace("@room", "@\u{200b}room")
 }

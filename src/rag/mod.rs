@@ -19,7 +19,7 @@ const CHROMA_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum RagError {
-    #[error("the embeddings server failed: {0}")]
+    #[error("the embeddings server failed")]
     Embed(#[from] LlmError),
     #[error(transparent)]
     Chroma(#[from] ChromaError),
