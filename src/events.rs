@@ -151,7 +151,7 @@ async fn index(ctx: &Context, ev: &OriginalRoomMessageEvent, event_id: &str, bod
         _ => None,
     };
     let ts = i64::from(ev.origin_server_ts.get());
-    let body = crate::rag::indexer::truncate(body, crate::rag::indexer::MAX_CHARS);
+    // Stored whole (an event is at most 64 KiB); the indexer embeds a bounded prefix.
     ctx.store.index_upsert(event_id, ev.room_id.as_str(), ev.sender.as_str(), ts, thread, body).await?;
     Ok(())
 }

@@ -7,6 +7,7 @@ use common::agent::{Agent, Options};
 use common::chroma::{ChromaInstance, chroma, config_for};
 use common::client::User;
 use common::embedder::{MODEL, embedder};
+use common::fake_llm::FakeLlm;
 use common::synapse::synapse;
 use common::wait_for;
 use conclave_agent::config;
@@ -26,12 +27,15 @@ struct World {
 impl World {
     /// An agent indexing into `config`'s collection, and a group room with alice.
     async fn start(config: config::Chroma) -> Self {
+        Self::start_with(config, &embedder().base_url, "").await
+    }
+
+    /// … with the embedder at `embedder_url` and more `[llm]` settings.
+    async fn start_with(config: config::Chroma, embedder_url: &str, llm: &str) -> Self {
         let extra = format!(
-            "[llm]\nembedding_base_url = \"{}\"\nembedding_model = \"{MODEL}\"\n\
+            "[llm]\nembedding_base_url = \"{embedder_url}\"\nembedding_model = \"{MODEL}\"\n{llm}\n\
              [chroma]\nurl = \"{}\"\ncollection = \"{}\"\n",
-            embedder().base_url,
-            config.url,
-            config.collection
+            config.url, config.collection
         );
         let agent = Agent::start(synapse().slot(), Options { extra, ..Options::default() }).await;
         let alice = User::register("alice").await;
@@ -146,4 +150,28 @@ async fn messages_sent_while_chroma_is_down_are_indexed_after_it_returns() {
         w.wait_stored(id, "a message sent during the outage", |_| true).await;
     }
     w.wait_count(6).await;
+}
+
+#[tokio::test]
+async fn the_agents_answers_are_indexed_too() {
+    let llm = FakeLlm::start().await;
+    llm.set_reply("The backup runs every night at two o'clock.");
+    let lines = format!("base_url = \"{}\"\nedit_interval_ms = 100", llm.url);
+    let w = World::start_with(chroma().config("answers"), &embedder().base_url, &lines).await;
+    let ask = w.alice.send_text(&w.room, "!ask when does the backup run?").await;
+    let answer = w.alice.wait_reply(&w.room, &w.agent.user_id(), &ask).await;
+    let answer_id = answer["event_id"].as_str().unwrap();
+    let stored = w.wait_stored(answer_id, "the answer", |r| r.document.contains("two o'clock")).await;
+    assert_eq!(stored.meta.sender, w.agent.user_id());
+    // The `!ask` command itself is not indexed.
+    assert!(w.stored(&ask).await.is_none());
+}
+
+#[tokio::test]
+async fn search_says_so_when_the_embedder_is_down() {
+    let dead = format!("http://127.0.0.1:{}/v1", common::free_port());
+    let w = World::start_with(chroma().config("no_embedder"), &dead, "").await;
+    w.alice.send_text(&w.room, "a message that cannot be embedded yet").await;
+    let body = w.search(&w.room, "anything").await;
+    assert!(body.contains("cannot search") && body.contains("embeddings server"), "{body}");
 }
