@@ -397,3 +397,23 @@ fn plain(text: &str) -> String {
     // `@room` would notify everyone if the agent may do so.
     out.replace("@room", "@\u{200b}room")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn search_results_cannot_format_or_mention() {
+        let result = SearchResult {
+            sender: "@alice:x.y".into(),
+            date: "2026-11-22".into(),
+            snippet: "**bold** [click](https://evil)\n!ping @room".into(),
+            permalink: "https://matrix.to/#/!r/$e".into(),
+        };
+        let text = search_results(&[result]);
+        assert_eq!(text.lines().count(), 2, "one line per result: {text}");
+        assert!(text.contains(r"\*\*bold\*\* \[click\](https://evil) \!ping @"), "{text}");
+        assert!(!text.contains("@room"), "{text}");
+        assert!(text.ends_with("— [link](https://matrix.to/#/!r/$e)"), "{text}");
+    }
+}
