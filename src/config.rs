@@ -227,6 +227,8 @@ pub struct Chroma {
     pub database: String,
     pub collection: String,
     pub token: Secret,
+    /// Whether rooms are indexed until an admin says `!index off`. Default true.
+    pub index_by_default: bool,
 }
 
 impl Default for Chroma {
@@ -237,6 +239,7 @@ impl Default for Chroma {
             database: "default_database".into(),
             collection: "conclave_messages".into(),
             token: Secret::default(),
+            index_by_default: true,
         }
     }
 }

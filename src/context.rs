@@ -126,6 +126,12 @@ impl Context {
         Ok(count == 2)
     }
 
+    /// Whether `room`'s messages go into the vector store (`!index`, else `chroma.index_by_default`).
+    pub async fn indexing_on(&self, room: &RoomId) -> Result<bool, crate::store::StoreError> {
+        let settings = self.store.room_settings(room.as_str()).await?;
+        Ok(settings.indexing.unwrap_or(self.config.chroma.index_by_default))
+    }
+
     /// Someone joined or left: the count is stale.
     pub fn forget_members(&self, room: &RoomId) {
         self.members.lock().expect("not poisoned").remove(room);

@@ -132,6 +132,7 @@ async fn message(ctx: &Context, ev: &OriginalRoomMessageEvent) -> Result<(), Han
         Command::Prompt(change) => commands::llm::prompt(ctx, ev, change).await?,
         Command::Usage => commands::llm::usage(ctx, ev).await?,
         Command::Search { query } => commands::search::run(ctx, ev, query).await,
+        Command::Index(change) => commands::search::index(ctx, ev, *change).await?,
         _ => {
             let lag = now_ms() - i64::from(ev.origin_server_ts.get());
             commands::execute(&command, &Invocation { lag_ms: (lag >= 0).then_some(lag) })
@@ -143,7 +144,7 @@ async fn message(ctx: &Context, ev: &OriginalRoomMessageEvent) -> Result<(), Han
 /// Queues the text of a message (or of an edit, under the edited message's id) for the vector
 /// store. Encrypted messages never get here: only their ciphertext reaches the agent.
 async fn index(ctx: &Context, ev: &OriginalRoomMessageEvent, event_id: &str, body: &str) -> Result<(), HandleError> {
-    if body.trim().is_empty() {
+    if body.trim().is_empty() || !ctx.indexing_on(&ev.room_id).await? {
         return Ok(());
     }
     let thread = match &ev.content.relates_to {

@@ -12,6 +12,7 @@ pub fn help() -> String {
      - `!prompt [text|reset]` — this room's instructions for me; admins set them\n\
      - `!usage` — tokens used by this room and by you\n\
      - `!search <query>` — earlier messages of this room about that, with links to them\n\
+     - `!index [on|off|status]` — whether this room's messages are kept for `!search`; admins switch it\n\
      - `!task <title>` — a Planka card on this room's board (reply to a message to make it the description); \
      `!task list [list]`, `!task show <card>`, `!task move <card> <list>`, `!task done <card>`, \
      `!task comment <card> <text>`, `!task assign <card> <user>` — `<card>` is `#12`, a card id or link, \
@@ -373,6 +374,25 @@ pub fn search_results(results: &[SearchResult]) -> String {
         ));
     }
     text
+}
+
+pub fn index_usage() -> String {
+    "use `!index`, `!index status`, `!index on` or `!index off`".to_owned()
+}
+
+pub fn index_status(on: bool, backlog: i64) -> String {
+    let state = if on { "on: new messages here are kept for `!search`" } else { "off: nothing new here is kept" };
+    format!("Indexing is {state}. Waiting to be indexed: {backlog}.")
+}
+
+pub fn index_switched(on: bool) -> String {
+    if on {
+        "Indexing is on: new messages in this room will be found by `!search`.".to_owned()
+    } else {
+        "Indexing is off: new messages in this room are no longer kept for `!search` (what is already \
+         kept stays; redacting a message removes it)."
+            .to_owned()
+    }
 }
 
 pub fn search_found_nothing() -> String {

@@ -27,14 +27,14 @@ struct World {
 impl World {
     /// An agent indexing into `config`'s collection, and a group room with alice.
     async fn start(config: config::Chroma) -> Self {
-        Self::start_with(config, &embedder().base_url, "").await
+        Self::start_with(config, &embedder().base_url, "", "").await
     }
 
-    /// … with the embedder at `embedder_url` and more `[llm]` settings.
-    async fn start_with(config: config::Chroma, embedder_url: &str, llm: &str) -> Self {
+    /// … with the embedder at `embedder_url`, more `[llm]` keys and more tables.
+    async fn start_with(config: config::Chroma, embedder_url: &str, llm: &str, tables: &str) -> Self {
         let extra = format!(
             "[llm]\nembedding_base_url = \"{embedder_url}\"\nembedding_model = \"{MODEL}\"\n{llm}\n\
-             [chroma]\nurl = \"{}\"\ncollection = \"{}\"\n",
+             [chroma]\nurl = \"{}\"\ncollection = \"{}\"\n{tables}\n",
             config.url, config.collection
         );
         let agent = Agent::start(synapse().slot(), Options { extra, ..Options::default() }).await;
@@ -157,7 +157,7 @@ async fn the_agents_answers_are_indexed_too() {
     let llm = FakeLlm::start().await;
     llm.set_reply("The backup runs every night at two o'clock.");
     let lines = format!("base_url = \"{}\"\nedit_interval_ms = 100", llm.url);
-    let w = World::start_with(chroma().config("answers"), &embedder().base_url, &lines).await;
+    let w = World::start_with(chroma().config("answers"), &embedder().base_url, &lines, "").await;
     let ask = w.alice.send_text(&w.room, "!ask when does the backup run?").await;
     let answer = w.alice.wait_reply(&w.room, &w.agent.user_id(), &ask).await;
     let answer_id = answer["event_id"].as_str().unwrap();
@@ -170,8 +170,39 @@ async fn the_agents_answers_are_indexed_too() {
 #[tokio::test]
 async fn search_says_so_when_the_embedder_is_down() {
     let dead = format!("http://127.0.0.1:{}/v1", common::free_port());
-    let w = World::start_with(chroma().config("no_embedder"), &dead, "").await;
+    let w = World::start_with(chroma().config("no_embedder"), &dead, "", "").await;
     w.alice.send_text(&w.room, "a message that cannot be embedded yet").await;
     let body = w.search(&w.room, "anything").await;
     assert!(body.contains("cannot search") && body.contains("embeddings server"), "{body}");
+}
+
+#[tokio::test]
+async fn index_off_keeps_new_messages_out_and_on_brings_them_back() {
+    let admins = "[access]\nadmins = [\"@alice*\"]";
+    let w = World::start_with(chroma().config("switch"), &embedder().base_url, "", admins).await;
+    let ask = |text: &'static str| {
+        let w = &w;
+        async move {
+            let id = w.alice.send_text(&w.room, text).await;
+            let reply = w.alice.wait_reply(&w.room, &w.agent.user_id(), &id).await;
+            reply["content"]["body"].as_str().unwrap().to_owned()
+        }
+    };
+    assert!(ask("!index").await.contains("Indexing is on"));
+    assert!(ask("!index off").await.contains("Indexing is off"));
+    let hidden = w.alice.send_text(&w.room, "sent while indexing is off").await;
+    assert!(ask("!index status").await.contains("Indexing is off"));
+    assert!(ask("!index on").await.contains("Indexing is on"));
+    let kept = w.alice.send_text(&w.room, "sent after indexing is back on").await;
+    w.wait_stored(&kept, "the message sent after !index on", |_| true).await;
+    assert!(w.stored(&hidden).await.is_none(), "a message sent while off is not kept");
+    assert_eq!(w.chroma.count().await.unwrap(), 1);
+
+    // Only admins switch it.
+    let bob = User::register("bob").await;
+    w.alice.invite(&w.room, &bob.user_id).await;
+    bob.join(&w.room).await;
+    let id = bob.send_text(&w.room, "!index off").await;
+    let reply = bob.wait_reply(&w.room, &w.agent.user_id(), &id).await;
+    assert!(reply["content"]["body"].as_str().unwrap().contains("Only admins"), "{reply}");
 }

@@ -84,7 +84,7 @@ async fn contract(store: Store) {
     // Room settings survive next to membership, and reset.
     use conclave_agent::store::{RoomSettings, today};
     assert_eq!(store.room_settings("!s").await.unwrap(), RoomSettings::default());
-    let set = RoomSettings { model: Some("qwen3:8b".into()), prompt: Some("Be terse.".into()) };
+    let set = RoomSettings { model: Some("qwen3:8b".into()), prompt: Some("Be terse.".into()), indexing: Some(false) };
     store.set_room_settings("!s", &set).await.unwrap();
     store.room_set_joined("!s", true).await.unwrap();
     assert_eq!(store.room_settings("!s").await.unwrap(), set);
@@ -237,7 +237,7 @@ async fn index_queue_contract(store: Store) {
     store.index_upsert("$1", "!a", "@u:s", 10, None, "first").await.unwrap();
     store.index_upsert("$2", "!a", "@u:s", 11, Some("$root"), "second").await.unwrap();
     store.index_upsert("$3", "!b", "@v:s", 12, None, "third").await.unwrap();
-    assert_eq!(store.index_backlog().await.unwrap(), 3);
+    assert_eq!(store.index_backlog(None).await.unwrap(), 3);
 
     // An edit of a pending message replaces its text and keeps its order, sender and time.
     store.index_upsert("$1", "!a", "@u:s", 99, None, "first, edited").await.unwrap();
@@ -268,14 +268,16 @@ async fn index_queue_contract(store: Store) {
     // A failed job waits for its back-off and counts the attempt.
     store.index_retry_at(&left, now_ms() + 60_000).await.unwrap();
     assert!(store.index_due(10).await.unwrap().is_empty());
-    assert_eq!(store.index_backlog().await.unwrap(), 1);
+    assert_eq!(store.index_backlog(None).await.unwrap(), 1);
     store.index_retry_at(&left, 0).await.unwrap();
     let again = store.index_due(10).await.unwrap();
     assert_eq!(again[0].attempts, 2);
 
     // A delete of an event never queued (its upsert was already done) is queued on its own.
     store.index_delete("$9", "!a").await.unwrap();
-    assert_eq!(store.index_backlog().await.unwrap(), 2);
+    assert_eq!(store.index_backlog(None).await.unwrap(), 2);
+    assert_eq!(store.index_backlog(Some("!b")).await.unwrap(), 1);
+    assert_eq!(store.index_backlog(Some("!c")).await.unwrap(), 0);
 }
 
 #[tokio::test]

@@ -168,6 +168,11 @@ async fn index_answer(ctx: &Context, trigger: &OriginalRoomMessageEvent, answer_
         _ => None,
     };
     let me = ctx.namespace.sender().as_str();
+    match ctx.indexing_on(&trigger.room_id).await {
+        Ok(true) => {}
+        Ok(false) => return,
+        Err(e) => return tracing::warn!(error = %e, "cannot tell whether the room is indexed"),
+    }
     if let Err(e) =
         ctx.store.index_upsert(answer_id.as_str(), trigger.room_id.as_str(), me, now_ms(), thread, text).await
     {

@@ -118,8 +118,11 @@ impl Store {
         Ok(())
     }
 
-    /// Jobs waiting, due or backing off.
-    pub async fn index_backlog(&self) -> Result<i64, StoreError> {
-        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM index_jobs").fetch_one(&self.pool).await?)
+    /// Jobs waiting, due or backing off: of one room, or of all.
+    pub async fn index_backlog(&self, room_id: Option<&str>) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM index_jobs WHERE $1 IS NULL OR room_id = $1")
+            .bind(room_id)
+            .fetch_one(&self.pool)
+            .await?)
     }
 }
