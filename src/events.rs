@@ -13,7 +13,7 @@ use ruma::events::room::member::{MembershipState, OriginalRoomMemberEvent};
 use ruma::events::room::message::{MessageType, OriginalRoomMessageEvent, Relation, RoomMessageEventContent};
 use ruma::events::room::redaction::{OriginalRoomRedactionEvent, RoomRedactionEvent};
 use ruma::events::{AnyMessageLikeEvent, AnyStateEvent, AnyTimelineEvent, MessageLikeEvent, StateEvent};
-use ruma::{OwnedEventId, RoomId, UserId};
+use ruma::{EventId, OwnedEventId, RoomId, UserId};
 
 #[derive(Debug, thiserror::Error)]
 pub enum HandleError {
@@ -107,14 +107,15 @@ async fn message(ctx: &Context, ev: &OriginalRoomMessageEvent) -> Result<(), Han
     if let Some(Relation::Replacement(edit)) = &ev.content.relates_to {
         if let MessageType::Text(new) = &edit.new_content.msgtype
             && commands::parse(&new.body).is_none()
+            && let Some(original) = edited(ctx, ev, &edit.event_id).await?
         {
-            index(ctx, ev, edit.event_id.as_str(), &new.body).await?;
+            index(ctx, &original, &new.body).await?;
         }
         return Ok(());
     }
     let allowed = ctx.access.is_user(&ev.sender);
     let Some(command) = commands::parse(&text.body) else {
-        index(ctx, ev, ev.event_id.as_str(), &text.body).await?;
+        index(ctx, ev, &text.body).await?;
         // Not a command: a question, if it is addressed to the agent (plain chatter is not).
         if allowed && let Some(question) = chat::addressed(ctx, ev, &text.body).await? {
             return chat::answer(ctx, ev, &question).await;
@@ -141,9 +142,9 @@ async fn message(ctx: &Context, ev: &OriginalRoomMessageEvent) -> Result<(), Han
     reply_to(ctx, ev, &reply).await
 }
 
-/// Queues the text of a message (or of an edit, under the edited message's id) for the vector
-/// store. Encrypted messages never get here: only their ciphertext reaches the agent.
-async fn index(ctx: &Context, ev: &OriginalRoomMessageEvent, event_id: &str, body: &str) -> Result<(), HandleError> {
+/// Queues `body` as the text of message `ev` (its own, or an edit's) for the vector store.
+/// Encrypted messages never get here: only their ciphertext reaches the agent.
+async fn index(ctx: &Context, ev: &OriginalRoomMessageEvent, body: &str) -> Result<(), HandleError> {
     if body.trim().is_empty() || !ctx.indexing_on(&ev.room_id).await? {
         return Ok(());
     }
@@ -153,8 +154,34 @@ async fn index(ctx: &Context, ev: &OriginalRoomMessageEvent, event_id: &str, bod
     };
     let ts = i64::from(ev.origin_server_ts.get());
     // Stored whole (an event is at most 64 KiB); the indexer embeds a bounded prefix.
-    ctx.store.index_upsert(event_id, ev.room_id.as_str(), ev.sender.as_str(), ts, thread, body).await?;
+    ctx.store.index_upsert(ev.event_id.as_str(), ev.room_id.as_str(), ev.sender.as_str(), ts, thread, body).await?;
     Ok(())
+}
+
+/// The message an edit replaces, as the homeserver has it — `None` when the edit does not count:
+/// from someone else than the original's sender (clients ignore those too), or of a message that
+/// is redacted or gone (an edit must not bring it back).
+async fn edited(
+    ctx: &Context,
+    edit: &OriginalRoomMessageEvent,
+    original: &EventId,
+) -> Result<Option<OriginalRoomMessageEvent>, HandleError> {
+    let raw = match ctx.matrix.event(ctx.namespace.sender(), &edit.room_id, original).await {
+        Ok(raw) => raw,
+        Err(e) if !e.is_transient() => {
+            tracing::debug!(error = %e, "the edited message cannot be read; the edit is not indexed");
+            return Ok(None);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    Ok(match raw.deserialize() {
+        Ok(AnyTimelineEvent::MessageLike(AnyMessageLikeEvent::RoomMessage(MessageLikeEvent::Original(ev))))
+            if ev.sender == edit.sender =>
+        {
+            Some(ev)
+        }
+        _ => None,
+    })
 }
 
 /// A redacted message must stop being findable: its record is queued for deletion.

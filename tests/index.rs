@@ -103,29 +103,57 @@ async fn messages_are_indexed_with_metadata_and_found_only_in_their_room() {
     assert!(body.contains("other room") && !body.contains("migration"), "{body}");
 }
 
+/// `user` replaces the text of `id`.
+async fn edit(user: &User, room: &str, id: &str, text: &str) -> String {
+    user.send(
+        room,
+        "m.room.message",
+        json!({"msgtype": "m.text", "body": format!("* {text}"),
+               "m.new_content": {"msgtype": "m.text", "body": text},
+               "m.relates_to": {"rel_type": "m.replace", "event_id": id}}),
+    )
+    .await
+}
+
 #[tokio::test]
 async fn an_edit_reindexes_and_a_redaction_removes() {
     let w = World::start(chroma().config("edits")).await;
-    let id = w.alice.send_text(&w.room, "The meeting is on Tuesday.").await;
-    w.wait_stored(&id, "the message", |r| r.document.contains("Tuesday")).await;
-
-    w.alice
+    let root = w.alice.send_text(&w.room, "Planning thread").await;
+    let id = w
+        .alice
         .send(
             &w.room,
             "m.room.message",
-            json!({"msgtype": "m.text", "body": "* The meeting is on Thursday.",
-                   "m.new_content": {"msgtype": "m.text", "body": "The meeting is on Thursday."},
-                   "m.relates_to": {"rel_type": "m.replace", "event_id": id}}),
+            json!({"msgtype": "m.text", "body": "The meeting is on Tuesday.",
+                   "m.relates_to": {"rel_type": "m.thread", "event_id": root}}),
         )
         .await;
+    let before = w.wait_stored(&id, "the message", |r| r.document.contains("Tuesday")).await;
+
+    edit(&w.alice, &w.room, &id, "The meeting is on Thursday.").await;
     let stored = w.wait_stored(&id, "the edited text under the original id", |r| r.document.contains("Thursday")).await;
-    assert_eq!(stored.meta.sender, w.alice.user_id);
-    assert_eq!(w.chroma.count().await.unwrap(), 1, "the edit is not a record of its own");
+    assert_eq!(stored.meta, before.meta, "sender, time and thread are the original's");
+    assert_eq!(w.chroma.count().await.unwrap(), 2, "the edit is not a record of its own");
+
+    // Someone else's "edit" of alice's message is ignored, as clients ignore it.
+    let mallory = User::register("mallory").await;
+    w.alice.invite(&w.room, &mallory.user_id).await;
+    mallory.join(&w.room).await;
+    edit(&mallory, &w.room, &id, "The meeting is cancelled.").await;
+    let marker = w.alice.send_text(&w.room, "a later message").await;
+    w.wait_stored(&marker, "a message sent after the forged edit", |_| true).await;
+    assert!(w.stored(&id).await.unwrap().document.contains("Thursday"));
 
     w.alice.redact(&w.room, &id).await;
     wait_for("the redacted message to be gone", WAIT, || async { w.stored(&id).await.is_none().then_some(()) }).await;
     let body = w.search(&w.room, "when is the meeting?").await;
     assert!(!body.contains("Thursday"), "{body}");
+
+    // An edit cannot bring a redacted message back.
+    edit(&w.alice, &w.room, &id, "The meeting is on Friday.").await;
+    let marker = w.alice.send_text(&w.room, "another later message").await;
+    w.wait_stored(&marker, "a message sent after the late edit", |_| true).await;
+    assert!(w.stored(&id).await.is_none(), "the redacted message stays gone");
 }
 
 #[tokio::test]
