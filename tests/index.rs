@@ -11,7 +11,11 @@ use common::fake_llm::FakeLlm;
 use common::synapse::synapse;
 use common::wait_for;
 use conclave_agent::config;
-use conclave_agent::rag::{ChromaClient, StoredRecord};
+use conclave_agent::llm::{LlmClient, Prefixes};
+use conclave_agent::rag::indexer::index_batch;
+use conclave_agent::rag::{ChromaClient, Rag, StoredRecord};
+use conclave_agent::secret::Secret;
+use conclave_agent::store::Store;
 use serde_json::json;
 use std::time::Duration;
 
@@ -233,4 +237,30 @@ async fn index_off_keeps_new_messages_out_and_on_brings_them_back() {
     let id = bob.send_text(&w.room, "!index off").await;
     let reply = bob.wait_reply(&w.room, &w.agent.user_id(), &id).await;
     assert!(reply["content"]["body"].as_str().unwrap().contains("Only admins"), "{reply}");
+}
+
+#[tokio::test]
+async fn a_message_the_embedder_refuses_waits_alone() {
+    let fake = FakeLlm::start().await;
+    let rag = Rag {
+        chroma: ChromaClient::new(&chroma().config("poison"), Duration::from_secs(10)).unwrap(),
+        embedder: LlmClient::new(&fake.url, &Secret::default(), Duration::from_secs(10)).unwrap(),
+        model: "fake-embed".into(),
+        prefixes: Prefixes::default(),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::connect(&format!("sqlite://{}/agent.db", dir.path().display())).await.unwrap();
+    for (id, text) in [("$a", "fine"), ("$p", "a poison pill"), ("$b", "also fine")] {
+        store.index_upsert(id, "!r", "@alice:test", 1, None, text).await.unwrap();
+    }
+    index_batch(&store, &rag, store.index_due(64).await.unwrap()).await.unwrap();
+
+    assert_eq!(rag.chroma.get(&["$a", "$b", "$p"]).await.unwrap().len(), 2, "the good ones are stored");
+    let left = store.index_due(64).await.unwrap();
+    assert!(left.is_empty(), "the refused one backs off");
+    assert_eq!(store.index_backlog(None).await.unwrap(), 1, "and is kept");
+    // The strict server refused `input_type` once; the client stopped sending it.
+    let requests = fake.embedding_requests();
+    assert!(requests[0].get("input_type").is_some());
+    assert!(requests[1..].iter().all(|r| r.get("input_type").is_none()), "{requests:?}");
 }

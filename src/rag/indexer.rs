@@ -55,24 +55,44 @@ pub async fn run(ctx: Arc<Context>, mut shutdown: watch::Receiver<bool>) {
 pub async fn index_batch(store: &Store, rag: &Rag, jobs: Vec<IndexJob>) -> Result<(), StoreError> {
     let (deletes, upserts): (Vec<IndexJob>, Vec<IndexJob>) =
         jobs.into_iter().partition(|j| matches!(j.op, IndexOp::Delete));
-    for (jobs, outcome) in [(&upserts, upsert(rag, &upserts).await), (&deletes, delete(rag, &deletes).await)] {
-        if jobs.is_empty() {
+    for group in [upserts, deletes] {
+        if group.is_empty() {
             continue;
         }
-        match outcome {
-            Ok(()) => {
-                tracing::debug!(jobs = jobs.len(), "indexed");
-                store.index_done(jobs).await?;
+        match apply(rag, &group).await {
+            Ok(()) => store.index_done(&group).await?,
+            // A refusal rather than an outage may be one bad message (too long, odd text): each
+            // job alone, so only the bad one waits.
+            Err(e) if !e.is_transient() && group.len() > 1 => {
+                tracing::warn!(jobs = group.len(), error = %e, "a batch was refused; indexing its messages one by one");
+                for job in group {
+                    let job = std::slice::from_ref(&job);
+                    match apply(rag, job).await {
+                        Ok(()) => store.index_done(job).await?,
+                        Err(e) => retry(store, job, &e).await?,
+                    }
+                }
             }
-            Err(e) => {
-                let attempts = jobs.iter().map(|j| j.attempts).max().unwrap_or(0);
-                let delay = (RETRY_BASE_MS << attempts.min(20)).min(RETRY_MAX_MS);
-                tracing::warn!(jobs = jobs.len(), delay_ms = delay, error = %e, "indexing failed; will retry");
-                store.index_retry_at(jobs, now_ms() + delay).await?;
-            }
+            Err(e) => retry(store, &group, &e).await?,
         }
     }
     Ok(())
+}
+
+/// Stores or removes `jobs` (all of one kind).
+async fn apply(rag: &Rag, jobs: &[IndexJob]) -> Result<(), RagError> {
+    match jobs.first().map(|j| &j.op) {
+        Some(IndexOp::Delete) => delete(rag, jobs).await,
+        Some(IndexOp::Upsert { .. }) => upsert(rag, jobs).await,
+        None => Ok(()),
+    }
+}
+
+async fn retry(store: &Store, jobs: &[IndexJob], error: &RagError) -> Result<(), StoreError> {
+    let attempts = jobs.iter().map(|j| j.attempts).max().unwrap_or(0);
+    let delay = (RETRY_BASE_MS << attempts.min(20)).min(RETRY_MAX_MS);
+    tracing::warn!(jobs = jobs.len(), delay_ms = delay, error = %error, "indexing failed; will retry");
+    store.index_retry_at(jobs, now_ms() + delay).await
 }
 
 async fn upsert(rag: &Rag, jobs: &[IndexJob]) -> Result<(), RagError> {

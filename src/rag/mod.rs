@@ -25,6 +25,16 @@ pub enum RagError {
     Chroma(#[from] ChromaError),
 }
 
+impl RagError {
+    /// An outage (worth waiting for), as opposed to a refusal of this request.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Embed(e) => e.is_transient(),
+            Self::Chroma(e) => e.is_transient(),
+        }
+    }
+}
+
 /// The embedder and the vector store, as configured (`[llm] embedding_*`, `[chroma]`).
 #[derive(Debug, Clone)]
 pub struct Rag {
