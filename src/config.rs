@@ -135,6 +135,12 @@ pub struct Llm {
     pub chat_model: String,
     pub embedding_base_url: String,
     pub embedding_model: String,
+    /// Put before a search query before it is embedded (`search_query: ` for nomic, `query: ` for
+    /// e5 servers that do not add it themselves). Default empty.
+    pub embedding_query_prefix: String,
+    /// Put before a stored message before it is embedded (`search_document: `, `passage: `).
+    /// Default empty.
+    pub embedding_document_prefix: String,
     /// Deadline of one answer, in seconds. Default 120.
     pub timeout_secs: u64,
     /// A streamed answer is edited at most this often, in milliseconds. Default 1000.
@@ -176,6 +182,8 @@ impl Default for Llm {
             chat_model: "llama3.1:8b".into(),
             embedding_base_url: String::new(),
             embedding_model: "nomic-embed-text".into(),
+            embedding_query_prefix: String::new(),
+            embedding_document_prefix: String::new(),
             timeout_secs: 120,
             edit_interval_ms: 1000,
             context_tokens: 3000,
@@ -222,6 +230,8 @@ pub struct Chroma {
     pub database: String,
     pub collection: String,
     pub token: Secret,
+    /// Whether rooms are indexed until an admin says `!index off`. Default true.
+    pub index_by_default: bool,
 }
 
 impl Default for Chroma {
@@ -232,6 +242,7 @@ impl Default for Chroma {
             database: "default_database".into(),
             collection: "conclave_messages".into(),
             token: Secret::default(),
+            index_by_default: true,
         }
     }
 }

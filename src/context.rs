@@ -6,6 +6,7 @@ use crate::config::Config;
 use crate::events::HandleError;
 use crate::llm::LlmClient;
 use crate::matrix::MatrixClient;
+use crate::rag::Rag;
 use crate::registration::Namespace;
 use crate::store::Store;
 use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
@@ -30,6 +31,8 @@ pub struct Context {
     pub generations: Arc<Semaphore>,
     /// Planka, when `planka.api_key` or a username and password are set.
     pub tasks: Option<Tasks>,
+    /// The embedder and the vector store (room history search).
+    pub rag: Rag,
     /// Joined-member counts, to tell direct chats without asking the homeserver per message.
     members: Mutex<HashMap<OwnedRoomId, (usize, Instant)>>,
     /// When each user asked, over the last minute (`llm.user_requests_per_minute`).
@@ -60,6 +63,7 @@ impl Context {
         };
         let generations = Arc::new(Semaphore::new(config.llm.max_concurrent));
         let tasks = Tasks::from_config(&config.planka)?;
+        let rag = Rag::from_config(&config)?;
         Ok(Self {
             store,
             matrix,
@@ -70,6 +74,7 @@ impl Context {
             fallback,
             generations,
             tasks,
+            rag,
             members: Mutex::default(),
             questions: Mutex::default(),
             primary_down_until: Mutex::default(),
@@ -119,6 +124,12 @@ impl Context {
             }
         };
         Ok(count == 2)
+    }
+
+    /// Whether `room`'s messages go into the vector store (`!index`, else `chroma.index_by_default`).
+    pub async fn indexing_on(&self, room: &RoomId) -> Result<bool, crate::store::StoreError> {
+        let settings = self.store.room_settings(room.as_str()).await?;
+        Ok(settings.indexing.unwrap_or(self.config.chroma.index_by_default))
     }
 
     /// Someone joined or left: the count is stale.

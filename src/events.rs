@@ -1,5 +1,5 @@
 //! One inbox event → its effects: membership (join/reject/forget), commands, the encrypted-room
-//! notice. Replies carry txn ids derived from the triggering event, so a replay after a crash is
+//! notice, indexing (messages, edits and redactions queued for the vector store). Replies carry txn ids derived from the triggering event, so a replay after a crash is
 //! deduplicated by the homeserver.
 
 use crate::chat;
@@ -11,8 +11,9 @@ use crate::strings;
 use ruma::events::room::encrypted::OriginalRoomEncryptedEvent;
 use ruma::events::room::member::{MembershipState, OriginalRoomMemberEvent};
 use ruma::events::room::message::{MessageType, OriginalRoomMessageEvent, Relation, RoomMessageEventContent};
+use ruma::events::room::redaction::{OriginalRoomRedactionEvent, RoomRedactionEvent};
 use ruma::events::{AnyMessageLikeEvent, AnyStateEvent, AnyTimelineEvent, MessageLikeEvent, StateEvent};
-use ruma::{OwnedEventId, RoomId, UserId};
+use ruma::{EventId, OwnedEventId, RoomId, UserId};
 
 #[derive(Debug, thiserror::Error)]
 pub enum HandleError {
@@ -48,6 +49,9 @@ pub async fn handle(ctx: &Context, item: &InboxItem) -> Result<(), HandleError> 
         }
         AnyTimelineEvent::MessageLike(AnyMessageLikeEvent::RoomEncrypted(MessageLikeEvent::Original(ev))) => {
             encrypted(ctx, &ev).await
+        }
+        AnyTimelineEvent::MessageLike(AnyMessageLikeEvent::RoomRedaction(RoomRedactionEvent::Original(ev))) => {
+            redaction(ctx, &ev).await
         }
         _ => Ok(()),
     }
@@ -99,12 +103,19 @@ async fn message(ctx: &Context, ev: &OriginalRoomMessageEvent) -> Result<(), Han
         return Ok(());
     }
     let MessageType::Text(text) = &ev.content.msgtype else { return Ok(()) };
-    // An edit is not a new command.
-    if matches!(ev.content.relates_to, Some(Relation::Replacement(_))) {
+    // An edit is not a new command; it re-indexes the message it edits.
+    if let Some(Relation::Replacement(edit)) = &ev.content.relates_to {
+        if let MessageType::Text(new) = &edit.new_content.msgtype
+            && commands::parse(&new.body).is_none()
+            && let Some(original) = edited(ctx, ev, &edit.event_id).await?
+        {
+            index(ctx, &original, &new.body).await?;
+        }
         return Ok(());
     }
     let allowed = ctx.access.is_user(&ev.sender);
     let Some(command) = commands::parse(&text.body) else {
+        index(ctx, ev, &text.body).await?;
         // Not a command: a question, if it is addressed to the agent (plain chatter is not).
         if allowed && let Some(question) = chat::addressed(ctx, ev, &text.body).await? {
             return chat::answer(ctx, ev, &question).await;
@@ -121,12 +132,65 @@ async fn message(ctx: &Context, ev: &OriginalRoomMessageEvent) -> Result<(), Han
         Command::Model { name } => commands::llm::model(ctx, ev, name.as_deref()).await?,
         Command::Prompt(change) => commands::llm::prompt(ctx, ev, change).await?,
         Command::Usage => commands::llm::usage(ctx, ev).await?,
+        Command::Search { query } => commands::search::run(ctx, ev, query).await,
+        Command::Index(change) => commands::search::index(ctx, ev, *change).await?,
         _ => {
             let lag = now_ms() - i64::from(ev.origin_server_ts.get());
             commands::execute(&command, &Invocation { lag_ms: (lag >= 0).then_some(lag) })
         }
     };
     reply_to(ctx, ev, &reply).await
+}
+
+/// Queues `body` as the text of message `ev` (its own, or an edit's) for the vector store.
+/// Encrypted messages never get here: only their ciphertext reaches the agent.
+async fn index(ctx: &Context, ev: &OriginalRoomMessageEvent, body: &str) -> Result<(), HandleError> {
+    if body.trim().is_empty() || !ctx.indexing_on(&ev.room_id).await? {
+        return Ok(());
+    }
+    let thread = match &ev.content.relates_to {
+        Some(Relation::Thread(t)) => Some(t.event_id.as_str()),
+        _ => None,
+    };
+    let ts = i64::from(ev.origin_server_ts.get());
+    // Stored whole (an event is at most 64 KiB); the indexer embeds a bounded prefix.
+    ctx.store.index_upsert(ev.event_id.as_str(), ev.room_id.as_str(), ev.sender.as_str(), ts, thread, body).await?;
+    Ok(())
+}
+
+/// The message an edit replaces, as the homeserver has it — `None` when the edit does not count:
+/// from someone else than the original's sender (clients ignore those too), or of a message that
+/// is redacted or gone (an edit must not bring it back).
+async fn edited(
+    ctx: &Context,
+    edit: &OriginalRoomMessageEvent,
+    original: &EventId,
+) -> Result<Option<OriginalRoomMessageEvent>, HandleError> {
+    let raw = match ctx.matrix.event(ctx.namespace.sender(), &edit.room_id, original).await {
+        Ok(raw) => raw,
+        Err(e) if !e.is_transient() => {
+            tracing::debug!(error = %e, "the edited message cannot be read; the edit is not indexed");
+            return Ok(None);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    Ok(match raw.deserialize() {
+        Ok(AnyTimelineEvent::MessageLike(AnyMessageLikeEvent::RoomMessage(MessageLikeEvent::Original(ev))))
+            if ev.sender == edit.sender =>
+        {
+            Some(ev)
+        }
+        _ => None,
+    })
+}
+
+/// A redacted message must stop being findable: its record is queued for deletion.
+async fn redaction(ctx: &Context, ev: &OriginalRoomRedactionEvent) -> Result<(), HandleError> {
+    // Room versions 11+ name the redacted event in the content, older ones beside it.
+    if let Some(redacts) = ev.content.redacts.as_ref().or(ev.redacts.as_ref()) {
+        ctx.store.index_delete(redacts.as_str(), ev.room_id.as_str()).await?;
+    }
+    Ok(())
 }
 
 /// Sends the one reply to `trigger`, as the agent user.

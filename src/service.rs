@@ -6,6 +6,7 @@ use crate::config::Config;
 use crate::context::Context;
 use crate::dispatch;
 use crate::matrix::{MatrixClient, MatrixError};
+use crate::rag::indexer;
 use crate::store::Store;
 use anyhow::Context as _;
 use std::future::Future;
@@ -30,7 +31,8 @@ pub async fn serve(
     let ctx = Arc::new(Context::new(config, store.clone(), matrix.clone())?);
     let signal = Arc::new(Notify::new());
     let (stop, stopped) = watch::channel(false);
-    let dispatcher = tokio::spawn(dispatch::run(ctx.clone(), signal.clone(), stopped));
+    let dispatcher = tokio::spawn(dispatch::run(ctx.clone(), signal.clone(), stopped.clone()));
+    let indexer = tokio::spawn(indexer::run(ctx.clone(), stopped));
     tokio::spawn(announce(ctx.clone()));
 
     let state = AppState {
@@ -55,6 +57,7 @@ pub async fn serve(
     tracing::info!("shutting down");
     let _ = stop.send(true);
     let _ = dispatcher.await;
+    let _ = indexer.await;
     store.close().await;
     Ok(())
 }

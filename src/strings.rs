@@ -11,6 +11,8 @@ pub fn help() -> String {
      - `!model [name]` — the models I can use, and this room's; admins set it\n\
      - `!prompt [text|reset]` — this room's instructions for me; admins set them\n\
      - `!usage` — tokens used by this room and by you\n\
+     - `!search <query>` — earlier messages of this room about that, with links to them\n\
+     - `!index [on|off|status]` — whether this room's messages are kept for `!search`; admins switch it\n\
      - `!task <title>` — a Planka card on this room's board (reply to a message to make it the description); \
      `!task list [list]`, `!task show <card>`, `!task move <card> <list>`, `!task done <card>`, \
      `!task comment <card> <text>`, `!task assign <card> <user>` — `<card>` is `#12`, a card id or link, \
@@ -206,8 +208,9 @@ pub fn bind_admins_only() -> String {
     "Only admins can bind a board to a room. An operator can add you to `access.admins` in my configuration.".to_owned()
 }
 
-/// Text from outside (Planka names, user input) shown as itself inside Markdown: a card named
-/// `[x](http://…)` must not become a link.
+/// Text from outside (Planka names, other people's messages, user input) shown as itself inside
+/// Markdown: a card named `[x](http://…)` must not become a link, nor a quoted `@room` notify
+/// everyone.
 pub fn plain(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
@@ -216,7 +219,7 @@ pub fn plain(text: &str) -> String {
         }
         out.push(c);
     }
-    out
+    out.replace("@room", "@\u{200b}room")
 }
 
 pub fn board_shown(board: &str, url: &str, list: &str) -> String {
@@ -378,6 +381,64 @@ fn quote_all(names: &[String]) -> String {
     names.iter().map(|n| format!("“{}”", plain(n))).collect::<Vec<_>>().join(", ")
 }
 
+/// One `!search` result.
+pub struct SearchResult {
+    pub sender: String,
+    /// `YYYY-MM-DD`.
+    pub date: String,
+    pub snippet: String,
+    pub permalink: String,
+}
+
+pub fn search_needs_a_query() -> String {
+    "`!search` needs something to look for, e.g. `!search login page decision`".to_owned()
+}
+
+/// Found messages are other people's words: shown as escaped quotes, so they cannot format the
+/// reply or mention anyone.
+pub fn search_results(results: &[SearchResult]) -> String {
+    let mut text = String::from("**Earlier in this room:**");
+    for r in results {
+        text.push_str(&format!(
+            "\n- {} on {}: “{}” — [link]({})",
+            plain(&r.sender),
+            r.date,
+            plain(&r.snippet.split_whitespace().collect::<Vec<_>>().join(" ")),
+            r.permalink
+        ));
+    }
+    text
+}
+
+pub fn index_usage() -> String {
+    "use `!index`, `!index status`, `!index on` or `!index off`".to_owned()
+}
+
+pub fn index_status(on: bool, backlog: i64) -> String {
+    let state = if on { "on: new messages here are kept for `!search`" } else { "off: nothing new here is kept" };
+    format!("Indexing is {state}. Waiting to be indexed: {backlog}.")
+}
+
+pub fn index_switched(on: bool) -> String {
+    if on {
+        "Indexing is on: new messages in this room will be found by `!search`.".to_owned()
+    } else {
+        "Indexing is off: new messages in this room are no longer kept for `!search` (what is already \
+         kept stays; redacting a message removes it)."
+            .to_owned()
+    }
+}
+
+pub fn search_found_nothing() -> String {
+    "I found nothing about that in this room's history (only messages since indexing started are searched).".to_owned()
+}
+
+pub fn search_failed(error: &str) -> String {
+    format!(
+        "I cannot search right now: {error}. Try again later; an operator can check the embeddings server and Chroma."
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -388,5 +449,20 @@ mod tests {
         assert_eq!(plain("plain words, 100%"), "plain words, 100%");
         assert!(card_created(3, "**boom**", "http://p/cards/1").contains(r"\*\*boom\*\*"));
         assert!(list_not_found("x", &["[a](b)".into()]).contains(r"“\[a\]\(b\)”"));
+    }
+
+    #[test]
+    fn search_results_cannot_format_or_mention() {
+        let result = SearchResult {
+            sender: "@alice:x.y".into(),
+            date: "2026-11-22".into(),
+            snippet: "**bold** [click](https://evil)\n!ping @room".into(),
+            permalink: "https://matrix.to/#/!r/$e".into(),
+        };
+        let text = search_results(&[result]);
+        assert_eq!(text.lines().count(), 2, "one line per result: {text}");
+        assert!(text.contains(r"\*\*bold\*\* \[click\]\(https://evil\) \!ping @"), "{text}");
+        assert!(!text.contains("@room"), "{text}");
+        assert!(text.ends_with("— [link](https://matrix.to/#/!r/$e)"), "{text}");
     }
 }

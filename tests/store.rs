@@ -4,7 +4,7 @@
 mod common;
 
 use common::postgres::postgres;
-use conclave_agent::store::{NewEvent, Store, now_ms};
+use conclave_agent::store::{IndexOp, NewEvent, Store, now_ms};
 
 fn ev(room: &str, id: &str, json: &str) -> NewEvent {
     NewEvent { room_id: room.into(), event_id: id.into(), json: json.into() }
@@ -84,7 +84,7 @@ async fn contract(store: Store) {
     // Room settings survive next to membership, and reset.
     use conclave_agent::store::{RoomSettings, today};
     assert_eq!(store.room_settings("!s").await.unwrap(), RoomSettings::default());
-    let set = RoomSettings { model: Some("qwen3:8b".into()), prompt: Some("Be terse.".into()) };
+    let set = RoomSettings { model: Some("qwen3:8b".into()), prompt: Some("Be terse.".into()), indexing: Some(false) };
     store.set_room_settings("!s", &set).await.unwrap();
     store.room_set_joined("!s", true).await.unwrap();
     assert_eq!(store.room_settings("!s").await.unwrap(), set);
@@ -229,4 +229,64 @@ async fn sqlite_tasks_contract() {
 #[tokio::test]
 async fn postgres_tasks_contract() {
     tasks_contract(Store::connect(&postgres().fresh_database().await).await.unwrap()).await;
+}
+
+/// The indexing queue: one job per event, edits replace pending text, redactions win, a job
+/// replaced while the indexer worked on it stays, failed jobs back off.
+async fn index_queue_contract(store: Store) {
+    store.index_upsert("$1", "!a", "@u:s", 10, None, "first").await.unwrap();
+    store.index_upsert("$2", "!a", "@u:s", 11, Some("$root"), "second").await.unwrap();
+    store.index_upsert("$3", "!b", "@v:s", 12, None, "third").await.unwrap();
+    assert_eq!(store.index_backlog(None).await.unwrap(), 3);
+
+    // An edit of a pending message replaces its text and keeps its order, sender and time.
+    store.index_upsert("$1", "!a", "@u:s", 99, None, "first, edited").await.unwrap();
+    let due = store.index_due(10).await.unwrap();
+    assert_eq!(due.iter().map(|j| j.event_id.as_str()).collect::<Vec<_>>(), ["$1", "$2", "$3"]);
+    assert_eq!(
+        due[0].op,
+        IndexOp::Upsert { sender: "@u:s".into(), ts: 10, thread_id: None, body: "first, edited".into() }
+    );
+    assert!(matches!(&due[1].op, IndexOp::Upsert { thread_id: Some(t), .. } if t == "$root"));
+    assert_eq!(store.index_due(2).await.unwrap().len(), 2, "limit");
+
+    // A redaction turns the pending job into a delete, and a later edit cannot undo it.
+    store.index_delete("$2", "!a").await.unwrap();
+    store.index_upsert("$2", "!a", "@u:s", 11, None, "edited after redaction").await.unwrap();
+    let due = store.index_due(10).await.unwrap();
+    assert_eq!(due[1].op, IndexOp::Delete);
+
+    // Done removes only the version the indexer saw: an edit meanwhile stays queued.
+    let seen = due.clone();
+    store.index_upsert("$3", "!b", "@v:s", 12, None, "third, edited").await.unwrap();
+    store.index_done(&seen).await.unwrap();
+    let left = store.index_due(10).await.unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].event_id, "$3");
+    assert!(matches!(&left[0].op, IndexOp::Upsert { body, .. } if body == "third, edited"));
+
+    // A failed job waits for its back-off and counts the attempt.
+    store.index_retry_at(&left, now_ms() + 60_000).await.unwrap();
+    assert!(store.index_due(10).await.unwrap().is_empty());
+    assert_eq!(store.index_backlog(None).await.unwrap(), 1);
+    store.index_retry_at(&left, 0).await.unwrap();
+    let again = store.index_due(10).await.unwrap();
+    assert_eq!(again[0].attempts, 2);
+
+    // A delete of an event never queued (its upsert was already done) is queued on its own.
+    store.index_delete("$9", "!a").await.unwrap();
+    assert_eq!(store.index_backlog(None).await.unwrap(), 2);
+    assert_eq!(store.index_backlog(Some("!b")).await.unwrap(), 1);
+    assert_eq!(store.index_backlog(Some("!c")).await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn sqlite_index_queue_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    index_queue_contract(Store::connect(&format!("sqlite://{}/agent.db", dir.path().display())).await.unwrap()).await;
+}
+
+#[tokio::test]
+async fn postgres_index_queue_contract() {
+    index_queue_contract(Store::connect(&postgres().fresh_database().await).await.unwrap()).await;
 }

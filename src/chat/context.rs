@@ -168,7 +168,12 @@ fn estimate_tokens(text: &str) -> usize {
 
 /// `YYYY-MM-DD` (UTC), without a date crate: civil-from-days.
 fn today_utc() -> String {
-    let days = crate::store::now_ms().div_euclid(86_400_000);
+    date_utc(crate::store::now_ms())
+}
+
+/// `YYYY-MM-DD` of a time in Unix milliseconds, UTC (the civil calendar, without a date crate).
+pub fn date_utc(ms: i64) -> String {
+    let days = ms.div_euclid(86_400_000);
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z - era * 146_097;
@@ -242,5 +247,7 @@ mod tests {
         let d = today_utc();
         assert_eq!(d.len(), 10);
         assert!(d.starts_with("20"), "{d}");
+        assert_eq!(date_utc(1_732_200_000_000), "2024-11-21");
+        assert_eq!(date_utc(0), "1970-01-01");
     }
 }

@@ -6,7 +6,7 @@ mod context;
 mod stream;
 mod trigger;
 
-pub use context::{Turn, prompt, turns_from_history};
+pub use context::{Turn, date_utc, prompt, turns_from_history};
 pub use trigger::{addressed, strip_address};
 
 use crate::context::Context;

@@ -8,10 +8,11 @@ use crate::context::Context;
 use crate::events::HandleError;
 use crate::llm::{Delta, DeltaStream, LlmClient, LlmError, Message, Usage};
 use crate::matrix::{notice_reply, txn_id_for};
+use crate::store::now_ms;
 use crate::strings;
 use futures_util::StreamExt;
-use ruma::OwnedEventId;
-use ruma::events::room::message::OriginalRoomMessageEvent;
+use ruma::events::room::message::{OriginalRoomMessageEvent, Relation};
+use ruma::{EventId, OwnedEventId};
 use std::time::{Duration, Instant};
 
 /// How one attempt ended.
@@ -153,7 +154,30 @@ async fn stream_to_room(
         ctx.matrix.edit_message(me, room, &txn, &first, &last).await?;
     }
     record_usage(ctx, trigger, model, messages, &text, usage).await;
+    if failure.is_none() {
+        index_answer(ctx, trigger, &first, text.trim()).await;
+    }
     Ok(Attempt::Answered)
+}
+
+/// A complete answer becomes part of the room's searchable history, under the id of the message
+/// that shows it. Not worth failing (and so answering again) over: a miss is logged.
+async fn index_answer(ctx: &Context, trigger: &OriginalRoomMessageEvent, answer_id: &EventId, text: &str) {
+    let thread = match &trigger.content.relates_to {
+        Some(Relation::Thread(t)) => Some(t.event_id.as_str()),
+        _ => None,
+    };
+    let me = ctx.namespace.sender().as_str();
+    match ctx.indexing_on(&trigger.room_id).await {
+        Ok(true) => {}
+        Ok(false) => return,
+        Err(e) => return tracing::warn!(error = %e, "cannot tell whether the room is indexed"),
+    }
+    if let Err(e) =
+        ctx.store.index_upsert(answer_id.as_str(), trigger.room_id.as_str(), me, now_ms(), thread, text).await
+    {
+        tracing::warn!(error = %e, "cannot queue the answer for indexing");
+    }
 }
 
 /// The ledger takes the server's counts, else an estimate (about four characters a token).

@@ -2,6 +2,7 @@
 //! table-tested), [`execute`] produces the one reply (invariant 3).
 
 pub mod llm;
+pub mod search;
 pub mod task;
 pub mod task_syntax;
 
@@ -26,6 +27,12 @@ pub enum Command {
     Prompt(PromptChange),
     /// `!usage`: token use of this room and of the asker.
     Usage,
+    /// `!search <query>`: this room's messages nearest in meaning.
+    Search {
+        query: String,
+    },
+    /// `!index [on|off|status]`: whether this room is indexed for search (admins switch).
+    Index(IndexChange),
     /// `!task …`: Planka cards (see [`task`]).
     Task(TaskCommand),
     /// `!board …`: the room's Planka board.
@@ -40,6 +47,13 @@ pub enum Command {
     },
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IndexChange {
+    Status,
+    On,
+    Off,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PromptChange {
     Show,
@@ -49,7 +63,7 @@ pub enum PromptChange {
 
 /// Commands that exist. A `/name` message counts as a command only for these, so a message
 /// that starts with a path (`/etc/hosts is …`) is not answered.
-const KNOWN: &[&str] = &["help", "ping", "ask", "model", "prompt", "usage", "task", "board"];
+const KNOWN: &[&str] = &["help", "ping", "ask", "model", "prompt", "usage", "search", "index", "task", "board"];
 
 /// Parses a message body; `None` when it is not a command at all.
 pub fn parse(body: &str) -> Option<Command> {
@@ -81,6 +95,14 @@ pub fn parse(body: &str) -> Option<Command> {
         "ping" => Command::Ping,
         "ask" if text.is_empty() => Command::Invalid { reason: strings::ask_needs_a_question() },
         "ask" => Command::Ask { question: text.to_owned() },
+        "search" if text.is_empty() => Command::Invalid { reason: strings::search_needs_a_query() },
+        "search" => Command::Search { query: text.to_owned() },
+        "index" => match args.as_slice() {
+            [] | ["status"] => Command::Index(IndexChange::Status),
+            ["on"] => Command::Index(IndexChange::On),
+            ["off"] => Command::Index(IndexChange::Off),
+            _ => Command::Invalid { reason: strings::index_usage() },
+        },
         "task" => task_syntax::task(text),
         "board" => task_syntax::board(text),
         _ => Command::Unknown { name },
@@ -101,6 +123,8 @@ pub fn execute(command: &Command, invocation: &Invocation) -> String {
         | Command::Model { .. }
         | Command::Prompt(_)
         | Command::Usage
+        | Command::Search { .. }
+        | Command::Index(_)
         | Command::Task(_)
         | Command::Board(_) => unreachable!("commands with I/O are run by their modules"),
         Command::Help => strings::help(),
@@ -170,6 +194,15 @@ mod tests {
             ),
             ("usage", "!usage", Some(Command::Usage)),
             ("usage junk", "!usage now", invalid("usage")),
+            ("search", "!search  the login  bug ", Some(Command::Search { query: "the login  bug".into() })),
+            ("slash search", "/search deploy", Some(Command::Search { query: "deploy".into() })),
+            ("search nothing", "!search", Some(Command::Invalid { reason: strings::search_needs_a_query() })),
+            ("index", "!index", Some(Command::Index(IndexChange::Status))),
+            ("index status", "!index status", Some(Command::Index(IndexChange::Status))),
+            ("index on", "!index on", Some(Command::Index(IndexChange::On))),
+            ("index off", "!index off", Some(Command::Index(IndexChange::Off))),
+            ("index junk", "!index off now", Some(Command::Invalid { reason: strings::index_usage() })),
+            ("index case", "!index ON", Some(Command::Invalid { reason: strings::index_usage() })),
         ];
         for (name, body, want) in cases {
             assert_eq!(&parse(body), want, "case {name}: {body:?}");

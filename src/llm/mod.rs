@@ -3,8 +3,10 @@
 //! are handled here: `finish_reason: ""`, Ollama's `delta.reasoning`, llama.cpp's
 //! `reasoning_content`, `<think>` blocks in the text, and `max_tokens` vs `max_completion_tokens`.
 
+mod embed;
 mod think;
 
+pub use embed::{EMBED_BATCH, EmbedKind, Prefixes};
 pub use think::ThinkFilter;
 
 use crate::secret::Secret;
@@ -15,6 +17,8 @@ use futures_util::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -125,6 +129,8 @@ pub struct LlmClient {
     client: Client<OpenAIConfig>,
     base_url: String,
     timeout: Duration,
+    /// Set once the server refused the embeddings' `input_type` field; shared by clones.
+    no_input_type: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for LlmClient {
@@ -147,7 +153,12 @@ impl LlmClient {
             .map_err(|e| LlmError::Unreachable { url: base_url.clone(), reason: e.to_string() })?;
         // The key is always set explicitly, so OPENAI_API_KEY from the environment is never used.
         let config = OpenAIConfig::new().with_api_base(&base_url).with_api_key(api_key.expose());
-        Ok(Self { client: Client::with_config(config).with_http_client(http), base_url, timeout })
+        Ok(Self {
+            client: Client::with_config(config).with_http_client(http),
+            base_url,
+            timeout,
+            no_input_type: Arc::default(),
+        })
     }
 
     pub fn base_url(&self) -> &str {

@@ -1,15 +1,17 @@
-//! Durable state: seen transactions, the event inbox, per-room state.
+//! Durable state: seen transactions, the event inbox, per-room state, the indexing queue.
 //!
 //! One code path over `sqlx::Any`: SQLite (WAL, the embedded default) or PostgreSQL (the
 //! container). Queries use `$N` placeholders, which both accept; times are i64 milliseconds and
 //! flags are i64 0/1, the types `Any` carries on both.
 
 mod inbox;
+mod index;
 mod rooms;
 mod settings;
 mod tasks;
 
 pub use inbox::{InboxItem, NewEvent};
+pub use index::{IndexJob, IndexOp};
 pub use settings::{RoomSettings, UsageTotals, today};
 pub use tasks::{Binding, TaskCard};
 

@@ -1,4 +1,4 @@
-//! Per-room settings (model, system prompt) and the token-use ledger.
+//! Per-room settings (model, system prompt, indexing) and the token-use ledger.
 
 use super::{Store, StoreError, now_ms};
 use serde::{Deserialize, Serialize};
@@ -10,6 +10,9 @@ pub struct RoomSettings {
     pub model: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prompt: Option<String>,
+    /// Whether the room's messages go into the vector store (`!index on|off`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub indexing: Option<bool>,
 }
 
 /// Token totals over some period.

@@ -100,6 +100,13 @@ impl User {
         self.send(room, "m.room.message", json!({"msgtype": "m.text", "body": body})).await
     }
 
+    /// Redacts `event_id`; returns the redaction's event id.
+    pub async fn redact(&self, room: &str, event_id: &str) -> String {
+        let path = format!("/rooms/{}/redact/{}/{}", enc(room), enc(event_id), unique("txn"));
+        let v = self.ok(reqwest::Method::PUT, &path, Some(json!({"reason": "test"}))).await;
+        v["event_id"].as_str().unwrap().to_owned()
+    }
+
     pub async fn send_state(&self, room: &str, event_type: &str, content: Value) {
         self.ok(reqwest::Method::PUT, &format!("/rooms/{}/state/{event_type}/", enc(room)), Some(content)).await;
     }

@@ -31,6 +31,7 @@ pub const MODELS: &[&str] = &[
 #[derive(Default)]
 struct Inner {
     requests: Vec<Value>,
+    embedding_requests: Vec<Value>,
     reply: Option<String>,
     /// Pause between streamed words (default 5 ms).
     word_delay: Option<Duration>,
@@ -49,6 +50,7 @@ impl FakeLlm {
         let app = Router::new()
             .route("/v1/chat/completions", post(completions))
             .route("/v1/models", get(models))
+            .route("/v1/embeddings", post(embeddings))
             .with_state(inner.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/v1", listener.local_addr().unwrap());
@@ -70,9 +72,14 @@ impl FakeLlm {
         self.inner.lock().unwrap().word_delay = Some(delay);
     }
 
-    /// Every request body received so far.
+    /// Every chat request body received so far.
     pub fn requests(&self) -> Vec<Value> {
         self.inner.lock().unwrap().requests.clone()
+    }
+
+    /// Every embeddings request body received so far.
+    pub fn embedding_requests(&self) -> Vec<Value> {
+        self.inner.lock().unwrap().embedding_requests.clone()
     }
 }
 
@@ -82,6 +89,25 @@ async fn models() -> Json<Value> {
         .map(|m| json!({"id": m, "object": "model", "created": 1_732_000_000, "owned_by": "library"}))
         .collect();
     Json(json!({"object": "list", "data": data}))
+}
+
+/// Like a strict OpenAI server: refuses fields it does not know (`input_type`). Texts containing
+/// "poison" are refused (400); the others get a 3-dim vector.
+async fn embeddings(State(inner): State<Arc<Mutex<Inner>>>, Json(body): Json<Value>) -> Response {
+    inner.lock().unwrap().embedding_requests.push(body.clone());
+    if body.get("input_type").is_some() {
+        return error(StatusCode::BAD_REQUEST, "Unrecognized request argument supplied: input_type");
+    }
+    let inputs: Vec<&str> = body["input"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+    if inputs.iter().any(|t| t.contains("poison")) {
+        return error(StatusCode::BAD_REQUEST, "this input is refused");
+    }
+    let data: Vec<Value> = inputs
+        .iter()
+        .enumerate()
+        .map(|(i, t)| json!({"object": "embedding", "index": i, "embedding": [t.len() as f32, 1.0, (i + 1) as f32]}))
+        .collect();
+    Json(json!({"object": "list", "data": data, "model": body["model"]})).into_response()
 }
 
 fn error(status: StatusCode, message: &str) -> Response {

