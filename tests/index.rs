@@ -264,3 +264,27 @@ async fn a_message_the_embedder_refuses_waits_alone() {
     assert!(requests[0].get("input_type").is_some());
     assert!(requests[1..].iter().all(|r| r.get("input_type").is_none()), "{requests:?}");
 }
+
+#[tokio::test]
+async fn answers_draw_on_earlier_messages_of_the_same_room_only() {
+    let llm = FakeLlm::start().await;
+    let lines = format!("base_url = \"{}\"\nedit_interval_ms = 100", llm.url);
+    let w = World::start_with(chroma().config("rag_chat"), &embedder().base_url, &lines, "").await;
+    let other = w.alice.group_room_with(&w.agent.user_id()).await;
+    let secret = w.alice.send_text(&other, "we deploy the vault every Friday at noon").await;
+    let fact = w.alice.send_text(&w.room, "we deploy the website every Friday at noon").await;
+    w.wait_stored(&fact, "the fact indexed", |_| true).await;
+    w.wait_stored(&secret, "the other room's message indexed", |_| true).await;
+    // Push the fact out of the recent window the context is built from.
+    for i in 0..55 {
+        w.alice.send_text(&w.room, &format!("unrelated chatter number {i}")).await;
+    }
+    let question = w.alice.send_text(&w.room, "agent: when do we deploy the website?").await;
+    w.alice.wait_reply(&w.room, &w.agent.user_id(), &question).await;
+
+    let request = llm.requests().pop().unwrap().to_string();
+    assert!(request.contains("<history>"), "{request}");
+    assert!(request.contains("we deploy the website every Friday at noon"), "{request}");
+    assert!(request.contains(&format!("https://matrix.to/#/{}/{fact}", w.room)), "cites by permalink: {request}");
+    assert!(!request.contains("vault"), "another room leaked into the context: {request}");
+}

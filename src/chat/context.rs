@@ -13,6 +13,10 @@ use std::collections::HashMap;
 
 /// Messages of history fetched for context.
 const HISTORY_EVENTS: u32 = 50;
+/// Earlier messages retrieved by meaning, and how long retrieval may take.
+const RETRIEVED: usize = 5;
+const RETRIEVED_CHARS: usize = 500;
+const RETRIEVAL_DEADLINE: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// The built-in prompts; `<config dir>/prompts/<name>.md` replaces one.
 const BUILT_IN: &[(&str, &str)] = &[("chat", include_str!("../../prompts/chat.md"))];
@@ -62,8 +66,7 @@ pub async fn build(
     let history = turns_from_history(&events, me.as_str(), trigger.event_id.as_str(), thread);
     let replied_to = replied_to_turn(ctx, trigger, &events).await;
 
-    // Retrieved earlier messages (the RAG issue fills this), framed as quoted material.
-    let retrieved: Vec<String> = Vec::new();
+    let retrieved = retrieve(ctx, trigger, question, &events).await;
 
     let asked = Message::new(Role::User, format!("{}: {question}", trigger.sender.localpart()));
     let budget =
@@ -77,6 +80,38 @@ pub async fn build(
     messages.extend(turns.map(|t| Message::new(t.role, t.text)));
     messages.push(asked);
     Ok(messages)
+}
+
+/// Earlier messages of this room most like the question, beyond the recent window: quoted
+/// material (never instructions) with a permalink each, so the answer can cite them. Only this
+/// room is searched (invariant 4); retrieval that fails or is slow just means an answer without.
+async fn retrieve(ctx: &Context, trigger: &OriginalRoomMessageEvent, question: &str, recent: &[Value]) -> Vec<String> {
+    if !ctx.indexing_on(&trigger.room_id).await.unwrap_or(false) {
+        return Vec::new();
+    }
+    let room = trigger.room_id.as_str();
+    let search = ctx.rag.search(room, question, RETRIEVED + 5);
+    let hits = match tokio::time::timeout(RETRIEVAL_DEADLINE, search).await {
+        Ok(Ok(hits)) => hits,
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "no retrieval for this answer");
+            return Vec::new();
+        }
+        Err(_) => {
+            tracing::debug!("retrieval too slow; answering without it");
+            return Vec::new();
+        }
+    };
+    hits.into_iter()
+        .filter(|h| h.id != trigger.event_id.as_str() && !recent.iter().any(|e| e["event_id"] == h.id.as_str()))
+        .take(RETRIEVED)
+        .map(|h| {
+            let name = h.meta.sender.trim_start_matches('@').split(':').next().unwrap_or_default().to_owned();
+            let link = format!("https://matrix.to/#/{}/{}", h.meta.room_id, h.id);
+            let text = crate::rag::indexer::truncate(&h.document, RETRIEVED_CHARS).replace('\n', " ");
+            format!("[{}] {name}: {text} ({link})", date_utc(h.meta.ts))
+        })
+        .collect()
 }
 
 /// The message the question replies to, when it is older than the history fetched: the reply
