@@ -10,56 +10,14 @@
 #[allow(dead_code)]
 #[path = "../tests/common/fake_llm.rs"]
 mod fake_llm;
+#[path = "support/stub_homeserver.rs"]
+mod stub_homeserver;
 
-use axum::Json;
-use axum::extract::{Request, State};
-use axum::http::{Method, StatusCode};
-use axum::response::IntoResponse;
 use conclave_agent::config::Config;
 use conclave_agent::service::serve;
 use fake_llm::FakeLlm;
-use serde_json::{Value, json};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use serde_json::json;
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
-
-/// A send that reached the stub homeserver.
-struct Sent {
-    at: Instant,
-    edit: bool,
-}
-
-#[derive(Clone)]
-struct Stub {
-    sent: mpsc::UnboundedSender<Sent>,
-    counter: Arc<AtomicU64>,
-}
-
-/// Just enough of the client-server API for the agent's chat path.
-async fn homeserver(State(stub): State<Stub>, request: Request) -> axum::response::Response {
-    let (method, path) = (request.method().clone(), request.uri().path().to_owned());
-    if method == Method::PUT && path.contains("/send/") {
-        let at = Instant::now();
-        let body = axum::body::to_bytes(request.into_body(), 1 << 20).await.unwrap_or_default();
-        let content: Value = serde_json::from_slice(&body).unwrap_or_default();
-        let edit = content["m.relates_to"]["rel_type"] == "m.replace";
-        let _ = stub.sent.send(Sent { at, edit });
-        let n = stub.counter.fetch_add(1, Ordering::Relaxed);
-        return Json(json!({"event_id": format!("$sent{n}")})).into_response();
-    }
-    if path.contains("/state/") {
-        return (StatusCode::NOT_FOUND, Json(json!({"errcode": "M_NOT_FOUND", "error": "no such state"})))
-            .into_response();
-    }
-    if path.ends_with("/messages") {
-        return Json(json!({"chunk": [], "start": "s0"})).into_response();
-    }
-    if path.contains("/appservice/") {
-        return Json(json!({"duration_ms": 1})).into_response();
-    }
-    Json(json!({})).into_response() // typing, display name
-}
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
@@ -70,14 +28,7 @@ async fn main() {
     let questions: usize = std::env::var("BENCH_QUESTIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(200);
     let stream_secs: u64 = std::env::var("BENCH_STREAM_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(30);
 
-    let (tx, mut sent) = mpsc::unbounded_channel();
-    let stub = Stub { sent: tx, counter: Arc::new(AtomicU64::new(0)) };
-    let hs = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let hs_url = format!("http://{}", hs.local_addr().unwrap());
-    let hs = axum::serve::ListenerExt::tap_io(hs, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    tokio::spawn(async move { axum::serve(hs, axum::Router::new().fallback(homeserver).with_state(stub)).await });
+    let (hs_url, mut sent) = stub_homeserver::start().await;
     let llm = FakeLlm::start().await;
     llm.set_reply("Sure, here is a short answer.");
     llm.set_word_delay(Duration::ZERO);

@@ -4,6 +4,11 @@
 //!
 //! Run: `cargo bench --bench ingest` (env: BENCH_TXNS, BENCH_CONCURRENCY, BENCH_ROOMS).
 
+// The ingest benchmark reads no sends; the chat benchmark does.
+#[allow(dead_code)]
+#[path = "support/stub_homeserver.rs"]
+mod stub_homeserver;
+
 use conclave_agent::config::Config;
 use conclave_agent::service::serve;
 use conclave_agent::store::Store;
@@ -18,10 +23,11 @@ fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-fn config_toml(db: &str, listen: &str) -> String {
-    // The homeserver is unreachable on purpose: ingest and dispatch need none for plain chatter.
+/// `homeserver`: the stub's URL; the model, embeddings and Chroma servers are absent (answers
+/// are not asked for; indexing jobs wait in their queue, as they would with Chroma down).
+fn config_toml(db: &str, listen: &str, homeserver: &str) -> String {
     format!(
-        "[homeserver]\nurl = \"http://127.0.0.1:9\"\nserver_name = \"bench.local\"\n\
+        "[homeserver]\nurl = \"{homeserver}\"\nserver_name = \"bench.local\"\n\
          [appservice]\nlisten = \"{listen}\"\nas_token = \"bench-as\"\nhs_token = \"bench-hs\"\n\
          [database]\nurl = \"sqlite://{db}\"\n"
     )
@@ -40,7 +46,8 @@ async fn main() {
         .unwrap_or_else(|_| vec![1, 4, 16]);
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("bench.db");
-    let config = Config::from_toml(&config_toml(db.to_str().unwrap(), "127.0.0.1:0")).unwrap();
+    let (homeserver, _sent) = stub_homeserver::start().await;
+    let config = Config::from_toml(&config_toml(db.to_str().unwrap(), "127.0.0.1:0", &homeserver)).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -75,7 +82,7 @@ async fn main() {
     }
     let _ = stop.send(());
     server.await.unwrap().unwrap();
-    idle_rss(dir.path()).await;
+    idle_rss(dir.path(), &homeserver).await;
 }
 
 /// Transaction bodies, built before the clock starts so it measures the agent.
@@ -132,11 +139,11 @@ async fn run_level(url: &str, bodies: &Arc<Vec<String>>, concurrency: usize, lev
 }
 
 /// Starts the real binary, lets it settle, and reads its resident set size.
-async fn idle_rss(dir: &std::path::Path) {
+async fn idle_rss(dir: &std::path::Path, homeserver: &str) {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let config = dir.join("idle.toml");
     let db = dir.join("idle.db");
-    std::fs::write(&config, config_toml(db.to_str().unwrap(), &format!("127.0.0.1:{port}"))).unwrap();
+    std::fs::write(&config, config_toml(db.to_str().unwrap(), &format!("127.0.0.1:{port}"), homeserver)).unwrap();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_conclave-agent"))
         .arg("--config")
         .arg(&config)

@@ -1,0 +1,67 @@
+//! A homeserver stub for the benchmarks: answers the agent's client-server calls at once and
+//! reports every message send (with its arrival time), so a benchmark measures the agent, not
+//! Synapse. Rooms have three members (the agent and two people): never a direct chat.
+
+use axum::Json;
+use axum::extract::{Request, State};
+use axum::http::{Method, StatusCode};
+use axum::response::IntoResponse;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+use tokio::sync::mpsc;
+
+/// A send that reached the stub homeserver.
+pub struct Sent {
+    pub at: Instant,
+    pub edit: bool,
+}
+
+#[derive(Clone)]
+struct Stub {
+    sent: mpsc::UnboundedSender<Sent>,
+    counter: Arc<AtomicU64>,
+}
+
+/// Just enough of the client-server API for the agent's chat path.
+async fn homeserver(State(stub): State<Stub>, request: Request) -> axum::response::Response {
+    let (method, path) = (request.method().clone(), request.uri().path().to_owned());
+    if method == Method::PUT && path.contains("/send/") {
+        let at = Instant::now();
+        let body = axum::body::to_bytes(request.into_body(), 1 << 20).await.unwrap_or_default();
+        let content: Value = serde_json::from_slice(&body).unwrap_or_default();
+        let edit = content["m.relates_to"]["rel_type"] == "m.replace";
+        let _ = stub.sent.send(Sent { at, edit });
+        let n = stub.counter.fetch_add(1, Ordering::Relaxed);
+        return Json(json!({"event_id": format!("$sent{n}")})).into_response();
+    }
+    if path.contains("/state/") {
+        return (StatusCode::NOT_FOUND, Json(json!({"errcode": "M_NOT_FOUND", "error": "no such state"})))
+            .into_response();
+    }
+    if path.ends_with("/messages") {
+        return Json(json!({"chunk": [], "start": "s0"})).into_response();
+    }
+    if path.ends_with("/joined_members") {
+        let joined = json!({"@agent:bench.local": {}, "@alice:bench.local": {}, "@bob:bench.local": {}});
+        return Json(json!({ "joined": joined })).into_response();
+    }
+    if path.contains("/appservice/") {
+        return Json(json!({"duration_ms": 1})).into_response();
+    }
+    Json(json!({})).into_response() // typing, display name
+}
+
+/// Starts the stub; returns its URL and the stream of sends.
+pub async fn start() -> (String, mpsc::UnboundedReceiver<Sent>) {
+    let (tx, sent) = mpsc::unbounded_channel();
+    let stub = Stub { sent: tx, counter: Arc::new(AtomicU64::new(0)) };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    tokio::spawn(async move { axum::serve(listener, axum::Router::new().fallback(homeserver).with_state(stub)).await });
+    (url, sent)
+}
