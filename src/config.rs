@@ -232,6 +232,10 @@ pub struct Chroma {
     pub token: Secret,
     /// Whether rooms are indexed until an admin says `!index off`. Default true.
     pub index_by_default: bool,
+    /// Whether joining a room reads its earlier history into the index. Default true.
+    pub backfill_on_join: bool,
+    /// Events of history read at most per backfill (newest first). Default 10,000.
+    pub backfill_limit: u64,
 }
 
 impl Default for Chroma {
@@ -243,6 +247,8 @@ impl Default for Chroma {
             collection: "conclave_messages".into(),
             token: Secret::default(),
             index_by_default: true,
+            backfill_on_join: true,
+            backfill_limit: 10_000,
         }
     }
 }
@@ -415,6 +421,7 @@ impl Config {
         positive("planka.timeout_secs", self.planka.timeout_secs)?;
         optional_http_url("planka.public_url", &self.planka.public_url)?;
         http_url("chroma.url", &self.chroma.url)?;
+        positive("chroma.backfill_limit", self.chroma.backfill_limit)?;
         optional_http_url("browser.cdp_url", &self.browser.cdp_url)?;
         Ok(())
     }

@@ -1,5 +1,6 @@
 //! One inbox event → its effects: membership (join/reject/forget), commands, the encrypted-room
-//! notice, indexing (messages, edits and redactions queued for the vector store). Replies carry txn ids derived from the triggering event, so a replay after a crash is
+//! notice, indexing (messages, edits and redactions queued for the vector store; history read in
+//! on join). Replies carry txn ids derived from the triggering event, so a replay after a crash is
 //! deduplicated by the homeserver.
 
 use crate::chat;
@@ -71,7 +72,7 @@ async fn membership(ctx: &Context, ev: &OriginalRoomMemberEvent) -> Result<(), H
         MembershipState::Invite if ctx.access.is_user(&ev.sender) => {
             tracing::info!(inviter = %ev.sender, user = %target, "accepting invite");
             match ctx.matrix.join(target, room).await {
-                Ok(()) if is_sender => ctx.store.room_set_joined(room.as_str(), true).await?,
+                Ok(()) if is_sender => joined(ctx, room).await?,
                 Ok(()) => {}
                 // The room is gone or the invite withdrawn: nothing to retry.
                 Err(e) if !e.is_transient() => tracing::warn!(error = %e, "cannot join the room"),
@@ -87,12 +88,26 @@ async fn membership(ctx: &Context, ev: &OriginalRoomMemberEvent) -> Result<(), H
                 tracing::warn!(error = %e, "cannot reject the invite");
             }
         }
-        MembershipState::Join if is_sender => ctx.store.room_set_joined(room.as_str(), true).await?,
+        MembershipState::Join if is_sender => joined(ctx, room).await?,
         MembershipState::Leave | MembershipState::Ban if is_sender => {
             tracing::info!(by = %ev.sender, "left the room; forgetting its state");
             ctx.store.room_forget(room.as_str()).await?;
         }
         _ => {}
+    }
+    Ok(())
+}
+
+/// The agent is in `room`: remember it, and read its earlier history into the index (once: the
+/// join is seen both when accepting the invite and as the membership event).
+async fn joined(ctx: &Context, room: &RoomId) -> Result<(), StoreError> {
+    ctx.store.room_set_joined(room.as_str(), true).await?;
+    let chroma = &ctx.config.chroma;
+    if chroma.backfill_on_join && ctx.indexing_on(room).await? {
+        let limit = i64::try_from(chroma.backfill_limit).unwrap_or(i64::MAX);
+        if ctx.store.backfill_start(room.as_str(), limit, false).await? {
+            tracing::info!(limit, "reading the room's history into the index");
+        }
     }
     Ok(())
 }

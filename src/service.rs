@@ -6,7 +6,7 @@ use crate::config::Config;
 use crate::context::Context;
 use crate::dispatch;
 use crate::matrix::{MatrixClient, MatrixError};
-use crate::rag::indexer;
+use crate::rag::{backfill, indexer};
 use crate::store::Store;
 use anyhow::Context as _;
 use std::future::Future;
@@ -32,7 +32,8 @@ pub async fn serve(
     let signal = Arc::new(Notify::new());
     let (stop, stopped) = watch::channel(false);
     let dispatcher = tokio::spawn(dispatch::run(ctx.clone(), signal.clone(), stopped.clone()));
-    let indexer = tokio::spawn(indexer::run(ctx.clone(), stopped));
+    let indexer = tokio::spawn(indexer::run(ctx.clone(), stopped.clone()));
+    let backfill = tokio::spawn(backfill::run(ctx.clone(), stopped));
     tokio::spawn(announce(ctx.clone()));
 
     let state = AppState {
@@ -58,6 +59,7 @@ pub async fn serve(
     let _ = stop.send(true);
     let _ = dispatcher.await;
     let _ = indexer.await;
+    let _ = backfill.await;
     store.close().await;
     Ok(())
 }

@@ -12,7 +12,8 @@ pub fn help() -> String {
      - `!prompt [text|reset]` — this room's instructions for me; admins set them\n\
      - `!usage` — tokens used by this room and by you\n\
      - `!search <query>` — earlier messages of this room about that, with links to them\n\
-     - `!index [on|off|status]` — whether this room's messages are kept for `!search`; admins switch it\n\
+     - `!index [on|off|status|backfill]` — whether this room's messages are kept for `!search`; admins switch \
+     it, and `backfill` reads the room's earlier history in\n\
      - `!task <title>` — a Planka card on this room's board (reply to a message to make it the description); \
      `!task list [list]`, `!task show <card>`, `!task move <card> <list>`, `!task done <card>`, \
      `!task comment <card> <text>`, `!task assign <card> <user>` — `<card>` is `#12`, a card id or link, \
@@ -411,12 +412,60 @@ pub fn search_results(results: &[SearchResult]) -> String {
 }
 
 pub fn index_usage() -> String {
-    "use `!index`, `!index status`, `!index on` or `!index off`".to_owned()
+    "use `!index`, `!index status`, `!index on`, `!index off` or `!index backfill`".to_owned()
 }
 
-pub fn index_status(on: bool, backlog: i64) -> String {
-    let state = if on { "on: new messages here are kept for `!search`" } else { "off: nothing new here is kept" };
-    format!("Indexing is {state}. Waiting to be indexed: {backlog}.")
+/// What `!index status` reports about a room.
+pub struct IndexStatus {
+    pub on: bool,
+    /// Records of the room in Chroma, or why they cannot be counted.
+    pub stored: Result<u64, String>,
+    pub backlog: i64,
+    /// Messages given up on after repeated refusals.
+    pub failed: i64,
+    pub backfill: Option<crate::store::Backfill>,
+}
+
+pub fn index_status(s: &IndexStatus) -> String {
+    let state = if s.on { "on: new messages here are kept for `!search`" } else { "off: nothing new here is kept" };
+    let stored = match &s.stored {
+        Ok(n) => n.to_string(),
+        Err(e) => format!("unknown ({e})"),
+    };
+    let mut text = format!("Indexing is {state}.\n- stored: {stored}\n- waiting to be indexed: {}", s.backlog);
+    if s.failed > 0 {
+        text.push_str(&format!("\n- given up on (refused by the embedder or Chroma): {}", s.failed));
+    }
+    if let Some(b) = &s.backfill {
+        let progress = format!("{} events read, {} messages queued", b.fetched, b.queued);
+        let state = match (b.done, &b.error) {
+            (false, None) => "reading".to_owned(),
+            (false, Some(e)) => format!("waiting to retry ({})", plain(e)),
+            (true, None) => "finished".to_owned(),
+            (true, Some(e)) => format!("stopped: {}", plain(e)),
+        };
+        text.push_str(&format!("\n- earlier history: {state}; {progress} (limit {})", b.max_events));
+    }
+    text
+}
+
+pub fn backfill_started(max_events: i64) -> String {
+    format!(
+        "Reading this room's earlier history into the index (up to {max_events} events, newest first). \
+         `!index status` shows how far it got."
+    )
+}
+
+pub fn backfill_running(b: &crate::store::Backfill) -> String {
+    format!(
+        "I am already reading this room's history: {} events read, {} messages queued. `!index status` shows \
+         how far it got.",
+        b.fetched, b.queued
+    )
+}
+
+pub fn backfill_needs_indexing() -> String {
+    "Indexing is off in this room, so there is nothing to read history into. `!index on` first.".to_owned()
 }
 
 pub fn index_switched(on: bool) -> String {

@@ -253,7 +253,8 @@ async fn a_message_the_embedder_refuses_waits_alone() {
     for (id, text) in [("$a", "fine"), ("$p", "a poison pill"), ("$b", "also fine")] {
         store.index_upsert(id, "!r", "@alice:test", 1, None, text).await.unwrap();
     }
-    index_batch(&store, &rag, store.index_due(64).await.unwrap()).await.unwrap();
+    let first = store.index_due(64).await.unwrap();
+    index_batch(&store, &rag, first.clone()).await.unwrap();
 
     assert_eq!(rag.chroma.get(&["$a", "$b", "$p"]).await.unwrap().len(), 2, "the good ones are stored");
     let left = store.index_due(64).await.unwrap();
@@ -263,6 +264,65 @@ async fn a_message_the_embedder_refuses_waits_alone() {
     let requests = fake.embedding_requests();
     assert!(requests[0].get("input_type").is_some());
     assert!(requests[1..].iter().all(|r| r.get("input_type").is_none()), "{requests:?}");
+
+    // Refused time after time (the back-off is skipped here), it is given up on: out of the
+    // queue, counted for its room.
+    let poison = first.into_iter().find(|j| j.event_id == "$p").unwrap();
+    for _ in 0..6 {
+        store.index_retry_at(std::slice::from_ref(&poison), 0).await.unwrap();
+    }
+    let due = store.index_due(64).await.unwrap();
+    assert_eq!(due.len(), 1);
+    index_batch(&store, &rag, due).await.unwrap();
+    assert_eq!(store.index_backlog(None).await.unwrap(), 0, "given up on");
+    assert_eq!(store.index_failed("!r").await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn history_from_before_the_join_is_read_in() {
+    let admins = "backfill_limit = 1000\n[access]\nadmins = [\"@alice*\"]";
+    let w = World::start_with(chroma().config("backfill"), &embedder().base_url, "", admins).await;
+    let agent = w.agent.user_id();
+    // A room the agent is not in yet, with more history than one page.
+    let room = w.alice.create_room(&[]).await;
+    let fact =
+        w.alice.send_text(&room, "The staging database password is rotated every quarter by the ops team.").await;
+    let plan = w.alice.send_text(&room, "The offsite is in Lisbon.").await;
+    edit(&w.alice, &room, &plan, "The offsite moved to Porto.").await;
+    let private = w.alice.send_text(&room, "my phone number is 555-0100").await;
+    w.alice.redact(&room, &private).await;
+    w.alice.send_text(&room, "!ping").await;
+    for i in 0..120 {
+        w.alice.send_text(&room, &format!("filler message {i} about nothing in particular")).await;
+    }
+    w.alice.invite(&room, &agent).await;
+    w.alice.wait_membership(&room, &agent, "join").await;
+
+    // Every message, the fact, the edited plan and the fillers; not the redacted one nor the command.
+    w.wait_count(122).await;
+    assert!(w.stored(&private).await.is_none(), "a redacted message is not read in");
+    let plan = w.stored(&plan).await.expect("the edited message");
+    assert_eq!(plan.document, "The offsite moved to Porto.", "the latest edit is what is kept");
+    let ask = w.alice.send_text(&room, "!search how often are the credentials of the test DB changed?").await;
+    let body = w.alice.wait_reply(&room, &agent, &ask).await["content"]["body"].as_str().unwrap().to_owned();
+    assert!(body.lines().nth(1).unwrap_or_default().contains("rotated every quarter"), "{body}");
+    assert!(body.contains(&format!("https://matrix.to/#/{room}/{fact}")), "{body}");
+
+    let ask = w.alice.send_text(&room, "!index status").await;
+    let status = w.alice.wait_reply(&room, &agent, &ask).await["content"]["body"].as_str().unwrap().to_owned();
+    assert!(status.contains("stored: 122") && status.contains("earlier history: finished"), "{status}");
+
+    // Again on request, from the newest event; nothing is stored twice.
+    let ask = w.alice.send_text(&room, "!index backfill").await;
+    let reply = w.alice.wait_reply(&room, &agent, &ask).await["content"]["body"].as_str().unwrap().to_owned();
+    assert!(reply.contains("Reading this room's earlier history"), "{reply}");
+    wait_for("the second backfill to finish", WAIT, || async {
+        let ask = w.alice.send_text(&room, "!index status").await;
+        let status = w.alice.wait_reply(&room, &agent, &ask).await;
+        status["content"]["body"].as_str().unwrap().contains("earlier history: finished").then_some(())
+    })
+    .await;
+    assert_eq!(w.chroma.count().await.unwrap(), 122);
 }
 
 #[tokio::test]

@@ -4,7 +4,7 @@
 mod common;
 
 use common::postgres::postgres;
-use conclave_agent::store::{IndexOp, NewEvent, Store, now_ms};
+use conclave_agent::store::{BackfillPage, HistoryMessage, IndexOp, NewEvent, Store, now_ms};
 
 fn ev(room: &str, id: &str, json: &str) -> NewEvent {
     NewEvent { room_id: room.into(), event_id: id.into(), json: json.into() }
@@ -278,6 +278,82 @@ async fn index_queue_contract(store: Store) {
     assert_eq!(store.index_backlog(None).await.unwrap(), 2);
     assert_eq!(store.index_backlog(Some("!b")).await.unwrap(), 1);
     assert_eq!(store.index_backlog(Some("!c")).await.unwrap(), 0);
+
+    // A job given up on leaves the queue and is counted for its room; a version replaced
+    // meanwhile is not given up on.
+    let third = store.index_due(10).await.unwrap().into_iter().find(|j| j.event_id == "$3").unwrap();
+    store.index_fail(&third, "refused").await.unwrap();
+    assert_eq!(store.index_backlog(Some("!b")).await.unwrap(), 0);
+    assert_eq!(store.index_failed("!b").await.unwrap(), 1);
+    assert_eq!(store.index_failed("!a").await.unwrap(), 0);
+    store.index_upsert("$4", "!b", "@v:s", 13, None, "fourth").await.unwrap();
+    let fourth = store.index_due(10).await.unwrap().into_iter().find(|j| j.event_id == "$4").unwrap();
+    store.index_upsert("$4", "!b", "@v:s", 13, None, "fourth, edited").await.unwrap();
+    store.index_fail(&fourth, "refused").await.unwrap();
+    assert_eq!(store.index_backlog(Some("!b")).await.unwrap(), 1, "the edit keeps its chances");
+    assert_eq!(store.index_failed("!b").await.unwrap(), 1);
+}
+
+fn history(id: &str, body: &str) -> HistoryMessage {
+    HistoryMessage { event_id: id.into(), sender: "@u:s".into(), ts: 5, thread_id: None, body: body.into() }
+}
+
+async fn backfill_contract(store: Store) {
+    assert!(store.backfill_due().await.unwrap().is_none());
+    assert!(store.backfill_start("!r", 250, false).await.unwrap());
+    // A replayed join keeps the backfill as far as it got.
+    assert!(!store.backfill_start("!r", 999, false).await.unwrap());
+    let b = store.backfill_due().await.unwrap().unwrap();
+    assert_eq!((b.room_id.as_str(), b.next_token, b.max_events, b.fetched, b.done), ("!r", None, 250, 0, false));
+
+    // A page queues its messages and moves the checkpoint in one step. History comes newest
+    // first: a message already queued (live, or by a newer edit) keeps its text, and a message
+    // known to be redacted is not queued at all.
+    store.index_upsert("$live", "!r", "@u:s", 9, None, "edited text").await.unwrap();
+    store.index_delete("$gone", "!r").await.unwrap();
+    let gone: Vec<_> = store.index_due(10).await.unwrap().into_iter().filter(|j| j.event_id == "$gone").collect();
+    store.index_done(&gone).await.unwrap();
+    let messages = [history("$live", "original text"), history("$gone", "secret"), history("$old", "old news")];
+    let page = BackfillPage { messages: &messages, events: 100, next_token: Some("t1"), done: false };
+    store.backfill_page("!r", &page).await.unwrap();
+    let queued = store.index_due(10).await.unwrap();
+    let ids: Vec<&str> = queued.iter().map(|j| j.event_id.as_str()).collect();
+    assert_eq!(ids, ["$live", "$old"]);
+    assert!(matches!(&queued[0].op, IndexOp::Upsert { body, .. } if body == "edited text"));
+    let b = store.backfill("!r").await.unwrap().unwrap();
+    assert_eq!((b.next_token.as_deref(), b.fetched, b.queued), (Some("t1"), 100, 3));
+
+    // A failed page backs off with its reason; the next good page clears it.
+    store.backfill_retry_at("!r", now_ms() + 60_000, "homeserver down").await.unwrap();
+    assert!(store.backfill_due().await.unwrap().is_none());
+    let b = store.backfill("!r").await.unwrap().unwrap();
+    assert_eq!((b.attempts, b.error.as_deref()), (1, Some("homeserver down")));
+    store.backfill_retry_at("!r", 0, "homeserver down").await.unwrap();
+    let page = BackfillPage { messages: &[], events: 7, next_token: None, done: true };
+    store.backfill_page("!r", &page).await.unwrap();
+    let b = store.backfill("!r").await.unwrap().unwrap();
+    assert_eq!((b.fetched, b.done, b.attempts, b.error), (107, true, 0, None));
+    assert!(store.backfill_due().await.unwrap().is_none(), "a finished backfill is not due");
+
+    // `!index backfill` starts over from the newest event; leaving the room forgets it.
+    assert!(store.backfill_start("!r", 50, true).await.unwrap());
+    let b = store.backfill_due().await.unwrap().unwrap();
+    assert_eq!((b.next_token, b.max_events, b.fetched, b.done), (None, 50, 0, false));
+    store.backfill_stop("!r", "forbidden").await.unwrap();
+    assert_eq!(store.backfill("!r").await.unwrap().unwrap().error.as_deref(), Some("forbidden"));
+    store.room_forget("!r").await.unwrap();
+    assert!(store.backfill("!r").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn sqlite_backfill_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    backfill_contract(Store::connect(&format!("sqlite://{}/agent.db", dir.path().display())).await.unwrap()).await;
+}
+
+#[tokio::test]
+async fn postgres_backfill_contract() {
+    backfill_contract(Store::connect(&postgres().fresh_database().await).await.unwrap()).await;
 }
 
 #[tokio::test]

@@ -31,7 +31,8 @@ pub enum Command {
     Search {
         query: String,
     },
-    /// `!index [on|off|status]`: whether this room is indexed for search (admins switch).
+    /// `!index [on|off|status|backfill]`: whether this room is indexed for search (admins switch),
+    /// and reading its earlier history in.
     Index(IndexChange),
     /// `!task …`: Planka cards (see [`task`]).
     Task(TaskCommand),
@@ -52,6 +53,7 @@ pub enum IndexChange {
     Status,
     On,
     Off,
+    Backfill,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,6 +103,7 @@ pub fn parse(body: &str) -> Option<Command> {
             [] | ["status"] => Command::Index(IndexChange::Status),
             ["on"] => Command::Index(IndexChange::On),
             ["off"] => Command::Index(IndexChange::Off),
+            ["backfill"] => Command::Index(IndexChange::Backfill),
             _ => Command::Invalid { reason: strings::index_usage() },
         },
         "task" => task_syntax::task(text),
@@ -201,6 +204,7 @@ mod tests {
             ("index status", "!index status", Some(Command::Index(IndexChange::Status))),
             ("index on", "!index on", Some(Command::Index(IndexChange::On))),
             ("index off", "!index off", Some(Command::Index(IndexChange::Off))),
+            ("index backfill", "/index backfill", Some(Command::Index(IndexChange::Backfill))),
             ("index junk", "!index off now", Some(Command::Invalid { reason: strings::index_usage() })),
             ("index case", "!index ON", Some(Command::Invalid { reason: strings::index_usage() })),
         ];

@@ -412,6 +412,22 @@ impl ChromaClient {
         Ok(())
     }
 
+    /// How many records `scope` holds. Chroma's `count` takes no filter, so the ids are paged
+    /// through (ids only: no documents, no vectors).
+    pub async fn count_in(&self, scope: &Scope) -> Result<u64, ChromaError> {
+        let Some(filter) = scope.filter() else { return Ok(0) };
+        let page = self.max_batch_size().await?;
+        let mut total = 0;
+        loop {
+            let body = json!({ "where": filter, "include": [], "limit": page, "offset": total });
+            let response: GetResponse = self.record_op(Method::POST, "get", Some(&body)).await?;
+            total += response.ids.len();
+            if response.ids.len() < page {
+                return Ok(total as u64);
+            }
+        }
+    }
+
     /// How many records the collection holds.
     pub async fn count(&self) -> Result<u64, ChromaError> {
         self.record_op(Method::GET, "count", None::<&()>).await

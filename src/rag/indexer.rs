@@ -18,6 +18,9 @@ const LINGER: Duration = Duration::from_millis(500);
 /// Back-off of a failed job: 1 s doubling up to 5 minutes.
 const RETRY_BASE_MS: i64 = 1_000;
 const RETRY_MAX_MS: i64 = 300_000;
+/// Refusals (not outages) of one message alone before it is given up on: with the back-off,
+/// about four minutes of chances.
+const MAX_REFUSALS: i64 = 8;
 /// Longest text stored and embedded, in characters: embedders cut (or refuse) long inputs anyway,
 /// and a snippet is all search shows.
 pub const MAX_CHARS: usize = 4_000;
@@ -89,6 +92,15 @@ async fn apply(rag: &Rag, jobs: &[IndexJob]) -> Result<(), RagError> {
 }
 
 async fn retry(store: &Store, jobs: &[IndexJob], error: &RagError) -> Result<(), StoreError> {
+    // An outage is waited out however long it lasts; one message refused on its own time after
+    // time is given up on, so it cannot sit in the queue forever.
+    if let [job] = jobs
+        && !error.is_transient()
+        && job.attempts + 1 >= MAX_REFUSALS
+    {
+        tracing::warn!(event_id = %job.event_id, error = %error, "giving up on indexing a message refused {MAX_REFUSALS} times");
+        return store.index_fail(job, &crate::error_text::chain(error)).await;
+    }
     let attempts = jobs.iter().map(|j| j.attempts).max().unwrap_or(0);
     let delay = (RETRY_BASE_MS << attempts.min(20)).min(RETRY_MAX_MS);
     tracing::warn!(jobs = jobs.len(), delay_ms = delay, error = %error, "indexing failed; will retry");

@@ -1,9 +1,10 @@
 //! Retrieval over room history: the vector store client, the embedder, the indexer that feeds
-//! them from the durable queue, and search.
+//! them from the durable queue, the backfill that queues earlier history, and search.
 //!
 //! Records are keyed by event id and always carry their room; every query names the rooms it may
 //! search ([`Scope`]), so nothing in one room can surface in another (invariant 4).
 
+pub mod backfill;
 pub mod chroma;
 pub mod indexer;
 

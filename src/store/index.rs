@@ -61,6 +61,17 @@ impl Store {
     /// Queues removing the record of `event_id`, replacing any pending upsert of it (a redacted
     /// message must not be stored after all).
     pub async fn index_delete(&self, event_id: &str, room_id: &str) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // Remembered, so a backfill that read the message before the redaction cannot requeue it.
+        sqlx::query(
+            "INSERT INTO index_redacted (event_id, room_id, redacted_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (event_id) DO NOTHING",
+        )
+        .bind(event_id)
+        .bind(room_id)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
         sqlx::query(
             "INSERT INTO index_jobs (event_id, room_id, sender, ts, body, is_delete) VALUES ($1, $2, '', 0, '', 1) \
              ON CONFLICT (event_id) DO UPDATE SET is_delete = 1, body = '', rev = index_jobs.rev + 1, attempts = 0, \
@@ -68,8 +79,9 @@ impl Store {
         )
         .bind(event_id)
         .bind(room_id)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -116,6 +128,39 @@ impl Store {
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Gives up on a job that was refused too often: it leaves the queue for `index_failures`.
+    pub async fn index_fail(&self, job: &IndexJob, error: &str) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let removed = sqlx::query("DELETE FROM index_jobs WHERE event_id = $1 AND rev = $2")
+            .bind(&job.event_id)
+            .bind(job.rev)
+            .execute(&mut *tx)
+            .await?;
+        // Replaced meanwhile (edited, redacted): the new version gets its own chances.
+        if removed.rows_affected() > 0 {
+            sqlx::query(
+                "INSERT INTO index_failures (event_id, room_id, error, failed_at) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (event_id) DO UPDATE SET error = excluded.error, failed_at = excluded.failed_at",
+            )
+            .bind(&job.event_id)
+            .bind(&job.room_id)
+            .bind(error)
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Messages of `room_id` given up on (see [`Store::index_fail`]).
+    pub async fn index_failed(&self, room_id: &str) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM index_failures WHERE room_id = $1")
+            .bind(room_id)
+            .fetch_one(&self.pool)
+            .await?)
     }
 
     /// Jobs waiting, due or backing off: of one room, or of all.

@@ -4,12 +4,14 @@
 //! container). Queries use `$N` placeholders, which both accept; times are i64 milliseconds and
 //! flags are i64 0/1, the types `Any` carries on both.
 
+mod backfill;
 mod inbox;
 mod index;
 mod rooms;
 mod settings;
 mod tasks;
 
+pub use backfill::{Backfill, BackfillPage, HistoryMessage};
 pub use inbox::{InboxItem, NewEvent};
 pub use index::{IndexJob, IndexOp};
 pub use settings::{RoomSettings, UsageTotals, today};

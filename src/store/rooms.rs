@@ -22,6 +22,8 @@ impl Store {
         sqlx::query("DELETE FROM rooms WHERE room_id = $1").bind(room_id).execute(&self.pool).await?;
         // A room the agent left hears nothing more from Planka.
         sqlx::query("DELETE FROM board_bindings WHERE room_id = $1").bind(room_id).execute(&self.pool).await?;
+        // Nor is its history read any further.
+        sqlx::query("DELETE FROM backfills WHERE room_id = $1").bind(room_id).execute(&self.pool).await?;
         Ok(())
     }
 
