@@ -8,6 +8,7 @@ use common::chroma::{ChromaInstance, chroma, config_for};
 use common::client::User;
 use common::embedder::{MODEL, embedder};
 use common::fake_llm::FakeLlm;
+use common::proxy::{Mode, Proxy};
 use common::synapse::synapse;
 use common::wait_for;
 use conclave_agent::config;
@@ -200,12 +201,29 @@ async fn the_agents_answers_are_indexed_too() {
 }
 
 #[tokio::test]
-async fn search_says_so_when_the_embedder_is_down() {
-    let dead = format!("http://127.0.0.1:{}/v1", common::free_port());
-    let w = World::start_with(chroma().config("no_embedder"), &dead, "", "").await;
-    w.alice.send_text(&w.room, "a message that cannot be embedded yet").await;
+async fn messages_sent_while_the_embedder_is_down_are_indexed_after_it_returns() {
+    let switch = Proxy::start(embedder().base_url.trim_end_matches("/v1")).await;
+    let w = World::start_with(chroma().config("embedder_outage"), &format!("{}/v1", switch.url), "", "").await;
+    let first = w.alice.send_text(&w.room, "before the outage").await;
+    w.wait_stored(&first, "the first message", |_| true).await;
+
+    switch.set(Mode::Down);
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(w.alice.send_text(&w.room, &format!("message {i} while the embedder is down")).await);
+    }
+    // The agent answers meanwhile, says why search fails, and shows the messages waiting.
     let body = w.search(&w.room, "anything").await;
     assert!(body.contains("cannot search") && body.contains("embeddings server"), "{body}");
+    let ask = w.alice.send_text(&w.room, "!index status").await;
+    let status = w.alice.wait_reply(&w.room, &w.agent.user_id(), &ask).await;
+    assert!(status["content"]["body"].as_str().unwrap().contains("waiting to be indexed: 5"), "{status}");
+
+    switch.set(Mode::Pass);
+    for id in &ids {
+        w.wait_stored(id, "a message sent while the embedder was down", |_| true).await;
+    }
+    w.wait_count(6).await;
 }
 
 #[tokio::test]

@@ -1,5 +1,5 @@
-//! A TCP proxy between the agent and Synapse whose behaviour can change mid-connection, to stop
-//! the agent at exact points of its work.
+//! A TCP proxy between the agent and a server (Synapse, the embedder) whose behaviour can change
+//! mid-connection, to stop the agent at exact points of its work or take the server away.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -15,6 +15,8 @@ pub enum Mode {
     HoldResponses = 1,
     /// Swallow requests: the homeserver never sees them.
     Blackhole = 2,
+    /// Close every connection, old and new: the server is down.
+    Down = 3,
 }
 
 pub struct Proxy {
@@ -31,6 +33,9 @@ impl Proxy {
         let m = mode.clone();
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
+                if m.load(Ordering::SeqCst) == Mode::Down as u8 {
+                    continue;
+                }
                 let Ok(server) = TcpStream::connect(&upstream).await else { continue };
                 let (cr, cw) = client.into_split();
                 let (sr, sw) = server.into_split();
@@ -59,8 +64,10 @@ async fn pump(
             Ok(0) | Err(_) => return,
             Ok(n) => n,
         };
-        if mode.load(Ordering::SeqCst) == drop_in as u8 {
-            continue;
+        match mode.load(Ordering::SeqCst) {
+            m if m == Mode::Down as u8 => return,
+            m if m == drop_in as u8 => continue,
+            _ => {}
         }
         if to.write_all(&buf[..n]).await.is_err() {
             return;
