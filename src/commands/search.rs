@@ -6,6 +6,7 @@ use crate::chat::date_utc;
 use crate::commands::IndexChange;
 use crate::context::Context;
 use crate::events::HandleError;
+use crate::rag::Scope;
 use crate::strings;
 use ruma::events::room::message::OriginalRoomMessageEvent;
 
@@ -16,7 +17,7 @@ const SNIPPET_CHARS: usize = 200;
 
 /// The reply to `!search`: the results, or why there are none.
 pub async fn run(ctx: &Context, ev: &OriginalRoomMessageEvent, query: &str) -> String {
-    match ctx.rag.search(ev.room_id.as_str(), query, RESULTS).await {
+    match ctx.rag.search(&Scope::Room(ev.room_id.to_string()), query, RESULTS).await {
         Ok(hits) if hits.is_empty() => strings::search_found_nothing(),
         Ok(hits) => {
             let results: Vec<strings::SearchResult> = hits
