@@ -147,7 +147,8 @@ async fn message(ctx: &Context, ev: &OriginalRoomMessageEvent) -> Result<(), Han
         Command::Model { name } => commands::llm::model(ctx, ev, name.as_deref()).await?,
         Command::Prompt(change) => commands::llm::prompt(ctx, ev, change).await?,
         Command::Usage => commands::llm::usage(ctx, ev).await?,
-        Command::Search { query } => commands::search::run(ctx, ev, query).await,
+        Command::Search { query, all: false } => commands::search::run(ctx, ev, query).await,
+        Command::Search { query, all: true } => commands::search::run_all(ctx, ev, query).await?,
         Command::Index(change) => commands::search::index(ctx, ev, *change).await?,
         _ => {
             let lag = now_ms() - i64::from(ev.origin_server_ts.get());

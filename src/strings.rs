@@ -11,7 +11,8 @@ pub fn help() -> String {
      - `!model [name]` — the models I can use, and this room's; admins set it\n\
      - `!prompt [text|reset]` — this room's instructions for me; admins set them\n\
      - `!usage` — tokens used by this room and by you\n\
-     - `!search <query>` — earlier messages of this room about that, with links to them\n\
+     - `!search <query>` — earlier messages of this room about that, with links to them; \
+     `!search --all <query>` searches every room you and I are both in\n\
      - `!index [on|off|status|backfill]` — whether this room's messages are kept for `!search`; admins switch \
      it, and `backfill` reads the room's earlier history in\n\
      - `!task <title>` — a Planka card on this room's board (reply to a message to make it the description); \
@@ -384,6 +385,8 @@ fn quote_all(names: &[String]) -> String {
 
 /// One `!search` result.
 pub struct SearchResult {
+    /// The room's name or id, when the results come from several rooms.
+    pub room: Option<String>,
     pub sender: String,
     /// `YYYY-MM-DD`.
     pub date: String,
@@ -391,17 +394,39 @@ pub struct SearchResult {
     pub permalink: String,
 }
 
+/// Which of the asker's rooms `!search --all` looked at.
+pub struct Coverage {
+    pub searched: usize,
+    /// Rooms left out because the homeserver could not say whether the asker is in them.
+    pub unchecked: usize,
+    /// Rooms beyond `cap`, the most one search considers.
+    pub not_considered: usize,
+    pub cap: usize,
+}
+
 pub fn search_needs_a_query() -> String {
-    "`!search` needs something to look for, e.g. `!search login page decision`".to_owned()
+    "`!search` needs something to look for, e.g. `!search login page decision` \
+     (or `!search --all …` for every room you and I are both in)"
+        .to_owned()
 }
 
 /// Found messages are other people's words: shown as escaped quotes, so they cannot format the
 /// reply or mention anyone.
 pub fn search_results(results: &[SearchResult]) -> String {
-    let mut text = String::from("**Earlier in this room:**");
+    result_lines("**Earlier in this room:**", results)
+}
+
+pub fn search_all_results(results: &[SearchResult], coverage: &Coverage) -> String {
+    let heading = format!("**Earlier in your rooms** ({} searched):", rooms(coverage.searched));
+    result_lines(&heading, results) + &coverage_notes(coverage)
+}
+
+fn result_lines(heading: &str, results: &[SearchResult]) -> String {
+    let mut text = heading.to_owned();
     for r in results {
+        let room = r.room.as_deref().map(|room| format!("**{}** — ", plain(room))).unwrap_or_default();
         text.push_str(&format!(
-            "\n- {} on {}: “{}” — [link]({})",
+            "\n- {room}{} on {}: “{}” — [link]({})",
             plain(&r.sender),
             r.date,
             plain(&r.snippet.split_whitespace().collect::<Vec<_>>().join(" ")),
@@ -409,6 +434,31 @@ pub fn search_results(results: &[SearchResult]) -> String {
         ));
     }
     text
+}
+
+fn rooms(n: usize) -> String {
+    if n == 1 { "1 room".to_owned() } else { format!("{n} rooms") }
+}
+
+/// Says which rooms were not searched, so a partial answer never looks complete.
+fn coverage_notes(coverage: &Coverage) -> String {
+    let mut notes = String::new();
+    if coverage.unchecked > 0 {
+        notes.push_str(&format!(
+            "\n\n_({} left out: the homeserver could not tell me whether you are in {}.)_",
+            rooms(coverage.unchecked),
+            if coverage.unchecked == 1 { "it" } else { "them" }
+        ));
+    }
+    if coverage.not_considered > 0 {
+        notes.push_str(&format!(
+            "\n\n_(I search at most {} at once: {} more of mine {} skipped.)_",
+            rooms(coverage.cap),
+            coverage.not_considered,
+            if coverage.not_considered == 1 { "was" } else { "were" }
+        ));
+    }
+    notes
 }
 
 pub fn index_usage() -> String {
@@ -482,6 +532,23 @@ pub fn search_found_nothing() -> String {
     "I found nothing about that in this room's history (only messages since indexing started are searched).".to_owned()
 }
 
+pub fn search_all_found_nothing(coverage: &Coverage) -> String {
+    format!(
+        "I found nothing about that in the {} you and I are both in (only messages since indexing \
+         started are searched).{}",
+        rooms(coverage.searched),
+        coverage_notes(coverage)
+    )
+}
+
+/// `!search --all` could not learn which rooms the asker is in, so it searched none.
+pub fn search_all_unreachable(error: &str) -> String {
+    format!(
+        "I cannot search your rooms right now: I could not ask the homeserver which rooms you are in \
+         ({error}). Try again later; `!search <query>` still searches this room."
+    )
+}
+
 pub fn search_failed(error: &str) -> String {
     format!(
         "I cannot search right now: {error}. Try again later; an operator can check the embeddings server and Chroma."
@@ -503,6 +570,7 @@ mod tests {
     #[test]
     fn search_results_cannot_format_or_mention() {
         let result = SearchResult {
+            room: None,
             sender: "@alice:x.y".into(),
             date: "2026-11-22".into(),
             snippet: "**bold** [click](https://evil)\n!ping @room".into(),
@@ -513,5 +581,30 @@ mod tests {
         assert!(text.contains(r"\*\*bold\*\* \[click\]\(https://evil\) \!ping @"), "{text}");
         assert!(!text.contains("@room"), "{text}");
         assert!(text.ends_with("— [link](https://matrix.to/#/!r/$e)"), "{text}");
+    }
+
+    #[test]
+    fn results_from_several_rooms_name_their_room_and_what_was_left_out() {
+        let result = |room: &str| SearchResult {
+            room: Some(room.into()),
+            sender: "@bob:x.y".into(),
+            date: "2026-11-22".into(),
+            snippet: "the disk is full".into(),
+            permalink: "https://matrix.to/#/!r/$e".into(),
+        };
+        let full = Coverage { searched: 2, unchecked: 0, not_considered: 0, cap: 200 };
+        let text = search_all_results(&[result("[Ops](https://evil) @room"), result("!abc:x.y")], &full);
+        assert_eq!(text.lines().count(), 3, "a heading and one line per result: {text}");
+        assert!(text.starts_with("**Earlier in your rooms** (2 rooms searched):"), "{text}");
+        assert!(text.contains(r"- **\[Ops\]\(https://evil\) @"), "room names are escaped: {text}");
+        assert!(!text.contains("@room"), "{text}");
+        assert!(text.contains(r"- **\!abc:x.y** — @bob:x.y on 2026-11-22"), "{text}");
+
+        let partial = Coverage { searched: 1, unchecked: 1, not_considered: 3, cap: 200 };
+        let text = search_all_found_nothing(&partial);
+        assert!(text.contains("in the 1 room you and I"), "{text}");
+        assert!(text.contains("1 room left out") && text.contains("in it"), "{text}");
+        assert!(text.contains("at most 200 rooms") && text.contains("3 more of mine were skipped"), "{text}");
+        assert!(!search_all_results(&[], &full).contains("_("), "nothing to say when all was searched");
     }
 }

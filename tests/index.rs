@@ -63,8 +63,13 @@ impl World {
 
     /// `!search` in `room`; the agent's reply text.
     async fn search(&self, room: &str, query: &str) -> String {
-        let ask = self.alice.send_text(room, &format!("!search {query}")).await;
-        let reply = self.alice.wait_reply(room, &self.agent.user_id(), &ask).await;
+        self.command(&self.alice, room, &format!("!search {query}")).await
+    }
+
+    /// `user` sends `text` to `room`; the agent's reply text.
+    async fn command(&self, user: &User, room: &str, text: &str) -> String {
+        let ask = user.send_text(room, text).await;
+        let reply = user.wait_reply(room, &self.agent.user_id(), &ask).await;
         reply["content"]["body"].as_str().unwrap().to_owned()
     }
 }
@@ -230,14 +235,7 @@ async fn messages_sent_while_the_embedder_is_down_are_indexed_after_it_returns()
 async fn index_off_keeps_new_messages_out_and_on_brings_them_back() {
     let admins = "[access]\nadmins = [\"@alice*\"]";
     let w = World::start_with(chroma().config("switch"), &embedder().base_url, "", admins).await;
-    let ask = |text: &'static str| {
-        let w = &w;
-        async move {
-            let id = w.alice.send_text(&w.room, text).await;
-            let reply = w.alice.wait_reply(&w.room, &w.agent.user_id(), &id).await;
-            reply["content"]["body"].as_str().unwrap().to_owned()
-        }
-    };
+    let ask = |text: &'static str| w.command(&w.alice, &w.room, text);
     assert!(ask("!index").await.contains("Indexing is on"));
     assert!(ask("!index off").await.contains("Indexing is off"));
     let hidden = w.alice.send_text(&w.room, "sent while indexing is off").await;
@@ -252,9 +250,8 @@ async fn index_off_keeps_new_messages_out_and_on_brings_them_back() {
     let bob = User::register("bob").await;
     w.alice.invite(&w.room, &bob.user_id).await;
     bob.join(&w.room).await;
-    let id = bob.send_text(&w.room, "!index off").await;
-    let reply = bob.wait_reply(&w.room, &w.agent.user_id(), &id).await;
-    assert!(reply["content"]["body"].as_str().unwrap().contains("Only admins"), "{reply}");
+    let reply = w.command(&bob, &w.room, "!index off").await;
+    assert!(reply.contains("Only admins"), "{reply}");
 }
 
 #[tokio::test]
@@ -365,4 +362,48 @@ async fn answers_draw_on_earlier_messages_of_the_same_room_only() {
     assert!(request.contains("we deploy the website every Friday at noon"), "{request}");
     assert!(request.contains(&format!("https://matrix.to/#/{}/{fact}", w.room)), "cites by permalink: {request}");
     assert!(!request.contains("vault"), "another room leaked into the context: {request}");
+}
+
+#[tokio::test]
+async fn search_all_covers_only_the_rooms_the_asker_is_joined_to() {
+    let w = World::start(chroma().config("search_all")).await;
+    let agent = w.agent.user_id();
+    // Alice shares `ops` (w.room, named) and `build` with the agent; `vault` has the agent and
+    // victor, not alice, and holds the message nearest to her question.
+    w.alice.send_state(&w.room, "m.room.name", json!({"name": "Ops"})).await;
+    let build = w.alice.group_room_with(&agent).await;
+    let victor = User::register("victor").await;
+    let vault = victor.group_room_with(&agent).await;
+    let ops_msg = w.alice.send_text(&w.room, "The staging server ran out of disk space on Monday.").await;
+    let build_msg = w.alice.send_text(&build, "The build machine's disk filled up again last night.").await;
+    let vault_msg = victor.send_text(&vault, "The disk is full: we ran out of disk space.").await;
+    for id in [&ops_msg, &build_msg, &vault_msg] {
+        w.wait_stored(id, "the message indexed", |_| true).await;
+    }
+    let link = |room: &str, id: &str| format!("https://matrix.to/#/{room}/{id}");
+    let question = "!search --all we ran out of disk space";
+
+    let body = w.command(&w.alice, &w.room, question).await;
+    assert!(body.contains("2 rooms searched"), "{body}");
+    assert!(body.contains(&link(&w.room, &ops_msg)) && body.contains(&link(&build, &build_msg)), "{body}");
+    assert!(body.contains("**Ops**"), "a named room shows its name: {body}");
+    assert!(!body.contains(&vault) && !body.contains("disk is full"), "a room alice is not in leaked: {body}");
+
+    // Asked from the other room, the same rooms; victor's own search finds only his room.
+    let body = w.command(&w.alice, &build, question).await;
+    assert!(body.contains(&link(&w.room, &ops_msg)) && !body.contains(&vault_msg), "{body}");
+    let body = w.command(&victor, &vault, question).await;
+    assert!(body.contains(&link(&vault, &vault_msg)), "{body}");
+    assert!(!body.contains(&ops_msg) && !body.contains(&build_msg), "{body}");
+
+    // Once alice leaves `build` (the agent stays), its messages are no longer hers to search.
+    w.alice.leave(&build).await;
+    let body = w.command(&w.alice, &w.room, question).await;
+    assert!(body.contains("1 room searched") && body.contains(&link(&w.room, &ops_msg)), "{body}");
+    assert!(!body.contains(&build_msg) && !body.contains(&vault_msg), "{body}");
+
+    // Plain `!search` still covers this room only.
+    let body = w.search(&w.room, "we ran out of disk space").await;
+    assert!(body.contains(&link(&w.room, &ops_msg)), "{body}");
+    assert!(!body.contains(&build_msg) && !body.contains(&vault_msg), "{body}");
 }

@@ -7,6 +7,7 @@ use crate::config::Config;
 use crate::context::Context;
 use crate::events::HandleError;
 use crate::llm::{Message, Role};
+use crate::rag::Scope;
 use ruma::events::room::message::{OriginalRoomMessageEvent, Relation};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -89,8 +90,8 @@ async fn retrieve(ctx: &Context, trigger: &OriginalRoomMessageEvent, question: &
     if !ctx.indexing_on(&trigger.room_id).await.unwrap_or(false) {
         return Vec::new();
     }
-    let room = trigger.room_id.as_str();
-    let search = ctx.rag.search(room, question, RETRIEVED + 5);
+    let scope = Scope::Room(trigger.room_id.to_string());
+    let search = ctx.rag.search(&scope, question, RETRIEVED + 5);
     let hits = match tokio::time::timeout(RETRIEVAL_DEADLINE, search).await {
         Ok(Ok(hits)) => hits,
         Ok(Err(e)) => {

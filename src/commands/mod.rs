@@ -27,9 +27,11 @@ pub enum Command {
     Prompt(PromptChange),
     /// `!usage`: token use of this room and of the asker.
     Usage,
-    /// `!search <query>`: this room's messages nearest in meaning.
+    /// `!search [--all] <query>`: the messages nearest in meaning, of this room or (`--all`) of
+    /// every room the asker is joined to.
     Search {
         query: String,
+        all: bool,
     },
     /// `!index [on|off|status|backfill]`: whether this room is indexed for search (admins switch),
     /// and reading its earlier history in.
@@ -97,8 +99,15 @@ pub fn parse(body: &str) -> Option<Command> {
         "ping" => Command::Ping,
         "ask" if text.is_empty() => Command::Invalid { reason: strings::ask_needs_a_question() },
         "ask" => Command::Ask { question: text.to_owned() },
-        "search" if text.is_empty() => Command::Invalid { reason: strings::search_needs_a_query() },
-        "search" => Command::Search { query: text.to_owned() },
+        "search" => {
+            let all = args.first() == Some(&"--all");
+            let query = if all { text["--all".len()..].trim() } else { text };
+            if query.is_empty() {
+                Command::Invalid { reason: strings::search_needs_a_query() }
+            } else {
+                Command::Search { query: query.to_owned(), all }
+            }
+        }
         "index" => match args.as_slice() {
             [] | ["status"] => Command::Index(IndexChange::Status),
             ["on"] => Command::Index(IndexChange::On),
@@ -160,6 +169,7 @@ mod tests {
     fn parse_table() {
         let invalid = |name: &str| Some(Command::Invalid { reason: strings::takes_no_arguments(name) });
         let unknown = |name: &str| Some(Command::Unknown { name: name.into() });
+        let search = |query: &str, all: bool| Command::Search { query: query.into(), all };
         let cases: &[(&str, &str, Option<Command>)] = &[
             ("ping", "!ping", Some(Command::Ping)),
             ("slash ping", "/ping", Some(Command::Ping)),
@@ -197,9 +207,19 @@ mod tests {
             ),
             ("usage", "!usage", Some(Command::Usage)),
             ("usage junk", "!usage now", invalid("usage")),
-            ("search", "!search  the login  bug ", Some(Command::Search { query: "the login  bug".into() })),
-            ("slash search", "/search deploy", Some(Command::Search { query: "deploy".into() })),
+            ("search", "!search  the login  bug ", Some(search("the login  bug", false))),
+            ("slash search", "/search deploy", Some(search("deploy", false))),
             ("search nothing", "!search", Some(Command::Invalid { reason: strings::search_needs_a_query() })),
+            ("search all", "!search --all the login\nbug", Some(search("the login\nbug", true))),
+            ("slash search all", "/search  --all  deploy ", Some(search("deploy", true))),
+            (
+                "search all nothing",
+                "!search --all ",
+                Some(Command::Invalid { reason: strings::search_needs_a_query() }),
+            ),
+            ("search all glued", "!search --alldeploy", Some(search("--alldeploy", false))),
+            ("search all later", "!search deploy --all", Some(search("deploy --all", false))),
+            ("search all twice", "!search --all --all", Some(search("--all", true))),
             ("index", "!index", Some(Command::Index(IndexChange::Status))),
             ("index status", "!index status", Some(Command::Index(IndexChange::Status))),
             ("index on", "!index on", Some(Command::Index(IndexChange::On))),

@@ -18,6 +18,7 @@ use ruma::api::{
     auth_scheme::{AuthScheme, SendAccessToken},
 };
 use ruma::events::AnyTimelineEvent;
+use ruma::events::room::member::MembershipState;
 use ruma::events::room::message::RoomMessageEventContent;
 use ruma::serde::Raw;
 use ruma::{EventId, OwnedEventId, OwnedUserId, RoomId, TransactionId, UInt, UserId};
@@ -286,14 +287,44 @@ impl MatrixClient {
         event_type: &str,
         field: &str,
     ) -> Result<Option<String>, MatrixError> {
-        let request =
-            cs::state::get_state_event_for_key::v3::Request::new(room.to_owned(), event_type.into(), String::new());
+        let content: Option<serde_json::Value> = self.state_content(user, room, event_type, "").await?;
+        Ok(content.as_ref().and_then(|c| c.get(field)?.as_str()).map(str::to_owned))
+    }
+
+    /// The current membership of `member` in `room`, as `user` (who must be in the room) sees it;
+    /// `None` when `member` never had one there.
+    pub async fn membership(
+        &self,
+        user: &UserId,
+        room: &RoomId,
+        member: &UserId,
+    ) -> Result<Option<MembershipState>, MatrixError> {
+        // Only the field we need: a member event with odd other fields still tells its membership.
+        #[derive(serde::Deserialize)]
+        struct Content {
+            membership: MembershipState,
+        }
+        let content: Option<Content> = self.state_content(user, room, "m.room.member", member.as_str()).await?;
+        Ok(content.map(|c| c.membership))
+    }
+
+    /// The content of the room state event `(event_type, state_key)`; `None` when it is not set.
+    async fn state_content<T: serde::de::DeserializeOwned>(
+        &self,
+        user: &UserId,
+        room: &RoomId,
+        event_type: &str,
+        state_key: &str,
+    ) -> Result<Option<T>, MatrixError> {
+        let request = cs::state::get_state_event_for_key::v3::Request::new(
+            room.to_owned(),
+            event_type.into(),
+            state_key.to_owned(),
+        );
         match self.send(request, Some(user)).await {
-            Ok(response) => {
-                let content: serde_json::Value = serde_json::from_str(response.event_or_content.get())
-                    .map_err(|e| MatrixError::Response(e.to_string()))?;
-                Ok(content.get(field).and_then(|v| v.as_str()).map(str::to_owned))
-            }
+            Ok(response) => serde_json::from_str(response.event_or_content.get())
+                .map(Some)
+                .map_err(|e| MatrixError::Response(format!("{event_type} state: {e}"))),
             Err(e) if e.errcode() == Some("M_NOT_FOUND") => Ok(None),
             Err(e) => Err(e),
         }

@@ -125,11 +125,16 @@ pub enum Scope {
 }
 
 impl Scope {
+    /// No room at all: nothing may match.
+    pub fn is_empty(&self) -> bool {
+        matches!(self, Self::Rooms(rooms) if rooms.is_empty())
+    }
+
     /// Chroma's `where` filter; `None` when the scope is empty and nothing may match.
     fn filter(&self) -> Option<serde_json::Value> {
         match self {
+            _ if self.is_empty() => None,
             Self::Room(room) => Some(json!({ "room_id": room })),
-            Self::Rooms(rooms) if rooms.is_empty() => None,
             Self::Rooms(rooms) => Some(json!({ "room_id": { "$in": rooms } })),
         }
     }

@@ -65,11 +65,14 @@ impl Rag {
         self.embedder.embed(&self.model, EmbedKind::Document, &self.prefixes, texts).await
     }
 
-    /// The `n` stored messages of `room` nearest to `query`, nearest first. Only `room`'s records
-    /// are searched (invariant 4).
-    pub async fn search(&self, room: &str, query: &str, n: usize) -> Result<Vec<Hit>, RagError> {
+    /// The `n` stored messages within `scope` nearest to `query`, nearest first. Only the scope's
+    /// rooms are searched (invariant 4); an empty scope finds nothing without asking anyone.
+    pub async fn search(&self, scope: &Scope, query: &str, n: usize) -> Result<Vec<Hit>, RagError> {
+        if scope.is_empty() {
+            return Ok(Vec::new());
+        }
         let vector = self.embedder.embed(&self.model, EmbedKind::Query, &self.prefixes, &[query]).await?;
         let vector = vector.into_iter().next().unwrap_or_default();
-        Ok(self.chroma.query(&vector, n, &Scope::Room(room.to_owned())).await?)
+        Ok(self.chroma.query(&vector, n, scope).await?)
     }
 }

@@ -90,6 +90,10 @@ impl User {
         self.ok(reqwest::Method::POST, &format!("/join/{}", enc(room)), Some(json!({}))).await;
     }
 
+    pub async fn leave(&self, room: &str) {
+        self.ok(reqwest::Method::POST, &format!("/rooms/{}/leave", enc(room)), Some(json!({}))).await;
+    }
+
     pub async fn send(&self, room: &str, event_type: &str, content: Value) -> String {
         let path = format!("/rooms/{}/send/{event_type}/{}", enc(room), unique("txn"));
         let v = self.ok(reqwest::Method::PUT, &path, Some(content)).await;
