@@ -40,6 +40,14 @@ enum Command {
     Serve,
     /// Probe every configured backend; exit 1 if a required one fails.
     Check,
+    /// Have the running agent read a room's earlier history into the search index again.
+    Backfill {
+        /// The room id (`!abc:server`); the agent must be in it.
+        room: String,
+        /// Events to read at most [default: chroma.backfill_limit]
+        #[arg(long)]
+        limit: Option<u64>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -81,6 +89,7 @@ fn run(command: Command, config: Config) -> anyhow::Result<bool> {
     match command {
         Command::Registration { out } => ops::registration(&config, out.as_deref()).map(|()| true),
         Command::Check => runtime.block_on(ops::check(&config)),
+        Command::Backfill { room, limit } => runtime.block_on(ops::backfill(&config, &room, limit)).map(|()| true),
         Command::Serve => runtime.block_on(async {
             let addr = config.listen_addr()?;
             let listener = tokio::net::TcpListener::bind(addr)

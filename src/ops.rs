@@ -2,6 +2,7 @@
 
 use crate::config::Config;
 use crate::matrix::MatrixClient;
+use crate::rag::backfill::Request;
 use crate::registration::registration_yaml;
 use crate::secret::Secret;
 use crate::store::Store;
@@ -134,4 +135,32 @@ pub async fn check(config: &Config) -> anyhow::Result<bool> {
         println!("{:<11} {:<5} {:>6} ms  {}", p.name, status, p.elapsed.as_millis(), detail);
     }
     Ok(ok)
+}
+
+/// `backfill`: asks the running agent (through the database) to read `room`'s history again.
+pub async fn backfill(config: &Config, room: &str, limit: Option<u64>) -> anyhow::Result<()> {
+    let room =
+        ruma::RoomId::parse(room).map_err(|e| anyhow::anyhow!("{room:?} is not a room id like !abc:server: {e}"))?;
+    if limit == Some(0) {
+        bail!("--limit must be greater than 0");
+    }
+    let store = Store::connect(config.database.url.expose()).await?;
+    let result = async {
+        if !store.room_is_joined(room.as_str()).await? {
+            bail!("the agent is not in {room}: invite it first (joining reads the history anyway)");
+        }
+        match crate::rag::backfill::request(&store, config, room.as_str(), limit).await? {
+            Request::IndexingOff => bail!("indexing is off in {room}: an admin can say `!index on` there"),
+            Request::Running(b) => {
+                println!("{room}: already reading its history ({} events read, {} messages queued)", b.fetched, b.queued)
+            }
+            Request::Started(limit) => println!(
+                "{room}: the running agent reads up to {limit} events of history, newest first; `!index status` in the room shows how far it got"
+            ),
+        }
+        Ok(())
+    }
+    .await;
+    store.close().await;
+    result
 }

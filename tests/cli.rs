@@ -114,3 +114,34 @@ fn env_overrides_apply_and_secrets_stay_out_of_errors() {
     assert!(err.contains("appservice.hs_token"), "{err}");
     assert!(!err.contains(&hs_token), "a secret leaked into the error: {err}");
 }
+
+#[tokio::test]
+async fn backfill_asks_the_running_agent_through_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = init(dir.path());
+    let db = format!("sqlite://{}/agent.db", dir.path().display());
+    let env = [("CONCLAVE_DATABASE__URL", db.as_str())];
+    let run = |args: &[&str]| {
+        let mut all = vec!["--config", config.to_str().unwrap(), "backfill"];
+        all.extend_from_slice(args);
+        agent(&all, &env)
+    };
+    let stderr = |out: &Output| String::from_utf8_lossy(&out.stderr).into_owned();
+
+    let out = run(&["not-a-room"]);
+    assert!(!out.status.success() && stderr(&out).contains("not a room id"), "{}", stderr(&out));
+    let out = run(&["!r:conclave.local"]);
+    assert!(!out.status.success() && stderr(&out).contains("invite it first"), "{}", stderr(&out));
+
+    let store = conclave_agent::store::Store::connect(&db).await.unwrap();
+    store.room_set_joined("!r:conclave.local", true).await.unwrap();
+    let out = run(&["!r:conclave.local", "--limit", "500"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("up to 500 events"));
+    let queued = store.backfill("!r:conclave.local").await.unwrap().unwrap();
+    assert_eq!((queued.max_events, queued.done), (500, false));
+    // Asking again while it runs keeps its progress.
+    let out = run(&["!r:conclave.local"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("already reading"));
+    assert_eq!(store.backfill("!r:conclave.local").await.unwrap().unwrap().max_events, 500);
+}

@@ -11,7 +11,7 @@ use crate::context::Context;
 use crate::events::HandleError;
 use crate::matrix::MatrixError;
 use crate::rag::indexer::truncate;
-use crate::rag::{Hit, RagError, Scope};
+use crate::rag::{Hit, RagError, Scope, backfill};
 use crate::strings;
 use futures_util::StreamExt;
 use ruma::events::room::member::MembershipState;
@@ -200,16 +200,11 @@ async fn status(ctx: &Context, ev: &OriginalRoomMessageEvent) -> Result<String, 
 
 /// Starts reading the room's history again from the newest event, unless a backfill is running.
 async fn backfill(ctx: &Context, ev: &OriginalRoomMessageEvent) -> Result<String, HandleError> {
-    let room = ev.room_id.as_str();
-    if !ctx.indexing_on(&ev.room_id).await? {
-        return Ok(strings::backfill_needs_indexing());
-    }
-    if let Some(running) = ctx.store.backfill(room).await?.filter(|b| !b.done) {
-        return Ok(strings::backfill_running(&running));
-    }
-    let limit = i64::try_from(ctx.config.chroma.backfill_limit).unwrap_or(i64::MAX);
-    ctx.store.backfill_start(room, limit, true).await?;
-    Ok(strings::backfill_started(limit))
+    Ok(match backfill::request(&ctx.store, &ctx.config, ev.room_id.as_str(), None).await? {
+        backfill::Request::IndexingOff => strings::backfill_needs_indexing(),
+        backfill::Request::Running(running) => strings::backfill_running(&running),
+        backfill::Request::Started(limit) => strings::backfill_started(limit),
+    })
 }
 
 #[cfg(test)]

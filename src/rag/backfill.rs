@@ -7,9 +7,10 @@
 //! an embedder or Chroma outage does not turn into an ever-growing queue.
 
 use crate::commands;
+use crate::config::Config;
 use crate::context::Context;
 use crate::error_text::chain;
-use crate::store::{Backfill, BackfillPage, HistoryMessage, StoreError, now_ms};
+use crate::store::{Backfill, BackfillPage, HistoryMessage, Store, StoreError, now_ms};
 use ruma::RoomId;
 use serde::Deserialize;
 use serde_json::Value;
@@ -96,6 +97,31 @@ pub async fn step(ctx: &Context) -> Result<bool, StoreError> {
         }
     }
     Ok(true)
+}
+
+/// What asking for a backfill (`!index backfill`, `conclave-agent backfill`) did.
+#[derive(Debug)]
+pub enum Request {
+    /// Indexing is off in the room: there is nothing to read history into.
+    IndexingOff,
+    /// One is running already; it goes on.
+    Running(Backfill),
+    /// Reading starts again from the newest event, up to this many events.
+    Started(i64),
+}
+
+/// Starts reading `room_id`'s history again from the newest event, unless one is running.
+pub async fn request(store: &Store, config: &Config, room_id: &str, limit: Option<u64>) -> Result<Request, StoreError> {
+    let settings = store.room_settings(room_id).await?;
+    if !settings.indexing.unwrap_or(config.chroma.index_by_default) {
+        return Ok(Request::IndexingOff);
+    }
+    if let Some(running) = store.backfill(room_id).await?.filter(|b| !b.done) {
+        return Ok(Request::Running(running));
+    }
+    let limit = i64::try_from(limit.unwrap_or(config.chroma.backfill_limit)).unwrap_or(i64::MAX);
+    store.backfill_start(room_id, limit, true).await?;
+    Ok(Request::Started(limit))
 }
 
 fn retry_delay(backfill: &Backfill) -> i64 {
