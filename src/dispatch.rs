@@ -4,7 +4,7 @@
 
 use crate::context::Context;
 use crate::events;
-use crate::store::{InboxItem, now_ms};
+use crate::store::{InboxItem, IndexWrite, now_ms};
 use futures_util::FutureExt;
 use std::collections::HashSet;
 use std::panic::AssertUnwindSafe;
@@ -30,7 +30,7 @@ const DRAIN: Duration = Duration::from_secs(10);
 pub async fn run(ctx: Arc<Context>, signal: Arc<Notify>, mut shutdown: watch::Receiver<bool>) {
     let concurrency = ctx.config.dispatch.concurrency;
     let mut busy: HashSet<String> = HashSet::new();
-    let mut tasks: JoinSet<(String, Vec<i64>)> = JoinSet::new();
+    let mut tasks: JoinSet<Handled> = JoinSet::new();
     let mut tick = tokio::time::interval(POLL);
     let mut last_prune = 0;
     loop {
@@ -56,14 +56,15 @@ pub async fn run(ctx: Arc<Context>, signal: Arc<Notify>, mut shutdown: watch::Re
         tokio::select! {
             _ = signal.notified() => {}
             Some(first) = tasks.join_next() => {
-                // Collect every room that finished meanwhile: one DELETE for all of them.
-                let mut handled = Vec::new();
+                // Collect every room that finished meanwhile: one transaction for all of them.
+                let (mut handled, mut writes) = (Vec::new(), Vec::new());
                 let mut finished = Some(first);
                 while let Some(result) = finished {
                     match result {
-                        Ok((room, seqs)) => {
-                            busy.remove(&room);
-                            handled.extend(seqs);
+                        Ok(done) => {
+                            busy.remove(&done.room);
+                            handled.extend(done.seqs);
+                            writes.extend(done.writes);
                         }
                         // handle_room catches handler panics; this is a bug in the loop itself.
                         Err(e) => {
@@ -73,8 +74,9 @@ pub async fn run(ctx: Arc<Context>, signal: Arc<Notify>, mut shutdown: watch::Re
                     }
                     finished = tasks.try_join_next();
                 }
-                if let Err(e) = ctx.store.inbox_done(&handled).await {
-                    // They stay in the inbox and are handled again; replies are deduplicated by txn id.
+                if let Err(e) = ctx.store.inbox_done(&handled, &writes).await {
+                    // They stay in the inbox and are handled again (their index changes decided
+                    // anew); replies are deduplicated by txn id.
                     tracing::error!(error = %e, "cannot remove handled events from the inbox");
                 }
             }
@@ -120,11 +122,20 @@ async fn claim(
     Ok(batches)
 }
 
-/// Handles one room's events in order; stops at the first one that must wait. Returns the room
-/// and the events handled (for the loop to remove from the inbox).
-async fn handle_room(ctx: Arc<Context>, room: String, items: Vec<InboxItem>) -> (String, Vec<i64>) {
+/// What one room task got through.
+struct Handled {
+    room: String,
+    /// The events handled (or set aside), for the loop to remove from the inbox…
+    seqs: Vec<i64>,
+    /// …together with the index changes they called for, in order.
+    writes: Vec<IndexWrite>,
+}
+
+/// Handles one room's events in order; stops at the first one that must wait.
+async fn handle_room(ctx: Arc<Context>, room: String, items: Vec<InboxItem>) -> Handled {
     let max_attempts = i64::from(ctx.config.dispatch.max_attempts);
     let mut done = Vec::with_capacity(items.len());
+    let mut writes = Vec::new();
     for item in items {
         let attempt = item.attempts;
         if attempt > max_attempts {
@@ -133,9 +144,10 @@ async fn handle_room(ctx: Arc<Context>, room: String, items: Vec<InboxItem>) -> 
         }
         let outcome = AssertUnwindSafe(events::handle(&ctx, &item)).catch_unwind().await;
         match outcome {
-            Ok(Ok(())) => {
+            Ok(Ok(write)) => {
                 tracing::debug!(event_id = %item.event_id, attempt, "event handled");
                 done.push(item.seq);
+                writes.extend(write);
             }
             Ok(Err(e)) if e.is_transient() && attempt < max_attempts => {
                 let delay = (RETRY_BASE_MS << (attempt - 1).min(20)).min(RETRY_MAX_MS);
@@ -149,7 +161,7 @@ async fn handle_room(ctx: Arc<Context>, room: String, items: Vec<InboxItem>) -> 
             Err(_) => dead_letter(&ctx, &item, "the handler panicked").await,
         }
     }
-    (room, done)
+    Handled { room, seqs: done, writes }
 }
 
 async fn dead_letter(ctx: &Context, item: &InboxItem, reason: &str) {

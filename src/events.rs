@@ -7,7 +7,7 @@ use crate::chat;
 use crate::commands::{self, Command, Invocation};
 use crate::context::Context;
 use crate::matrix::{MatrixError, notice_reply, txn_id_for};
-use crate::store::{InboxItem, StoreError, now_ms};
+use crate::store::{InboxItem, IndexWrite, StoreError, now_ms};
 use crate::strings;
 use ruma::events::room::encrypted::OriginalRoomEncryptedEvent;
 use ruma::events::room::member::{MembershipState, OriginalRoomMemberEvent};
@@ -34,27 +34,31 @@ impl HandleError {
     }
 }
 
+/// Handles one inbox event. Returns the change to the indexing queue it calls for, which the
+/// dispatcher writes together with the event's removal from the inbox.
 #[tracing::instrument(skip_all, fields(room_id = %item.room_id, event_id = %item.event_id))]
-pub async fn handle(ctx: &Context, item: &InboxItem) -> Result<(), HandleError> {
+pub async fn handle(ctx: &Context, item: &InboxItem) -> Result<Option<IndexWrite>, HandleError> {
     let event = match serde_json::from_str::<AnyTimelineEvent>(&item.event) {
         Ok(event) => event,
         Err(e) => {
             tracing::warn!(error = %e, "ignoring an event that does not parse");
-            return Ok(());
+            return Ok(None);
         }
     };
     match event {
-        AnyTimelineEvent::State(AnyStateEvent::RoomMember(StateEvent::Original(ev))) => membership(ctx, &ev).await,
+        AnyTimelineEvent::State(AnyStateEvent::RoomMember(StateEvent::Original(ev))) => {
+            membership(ctx, &ev).await.map(|()| None)
+        }
         AnyTimelineEvent::MessageLike(AnyMessageLikeEvent::RoomMessage(MessageLikeEvent::Original(ev))) => {
             message(ctx, &ev).await
         }
         AnyTimelineEvent::MessageLike(AnyMessageLikeEvent::RoomEncrypted(MessageLikeEvent::Original(ev))) => {
-            encrypted(ctx, &ev).await
+            encrypted(ctx, &ev).await.map(|()| None)
         }
         AnyTimelineEvent::MessageLike(AnyMessageLikeEvent::RoomRedaction(RoomRedactionEvent::Original(ev))) => {
-            redaction(ctx, &ev).await
+            Ok(redaction(&ev))
         }
-        _ => Ok(()),
+        _ => Ok(None),
     }
 }
 
@@ -112,38 +116,47 @@ async fn joined(ctx: &Context, room: &RoomId) -> Result<(), StoreError> {
     Ok(())
 }
 
-async fn message(ctx: &Context, ev: &OriginalRoomMessageEvent) -> Result<(), HandleError> {
+async fn message(ctx: &Context, ev: &OriginalRoomMessageEvent) -> Result<Option<IndexWrite>, HandleError> {
     // Never react to ourselves or to notices (other bots'), so no loops (invariant 2).
     if ctx.namespace.is_ours(&ev.sender) {
-        return Ok(());
+        return Ok(None);
     }
-    let MessageType::Text(text) = &ev.content.msgtype else { return Ok(()) };
+    let MessageType::Text(text) = &ev.content.msgtype else { return Ok(None) };
     // An edit is not a new command; it re-indexes the message it edits.
     if let Some(Relation::Replacement(edit)) = &ev.content.relates_to {
         if let MessageType::Text(new) = &edit.new_content.msgtype
             && commands::parse(&new.body).is_none()
             && let Some(original) = edited(ctx, ev, &edit.event_id).await?
         {
-            index(ctx, &original, &new.body).await?;
+            return index(ctx, &original, &new.body).await;
         }
-        return Ok(());
+        return Ok(None);
     }
     let allowed = ctx.access.is_user(&ev.sender);
     let Some(command) = commands::parse(&text.body) else {
-        index(ctx, ev, &text.body).await?;
+        let write = index(ctx, ev, &text.body).await?;
         // Not a command: a question, if it is addressed to the agent (plain chatter is not).
         if allowed && let Some(question) = chat::addressed(ctx, ev, &text.body).await? {
-            return chat::answer(ctx, ev, &question).await;
+            chat::answer(ctx, ev, &question).await?;
         }
-        return Ok(());
+        return Ok(write);
     };
+    command_reply(ctx, ev, allowed, &command).await.map(|()| None)
+}
+
+async fn command_reply(
+    ctx: &Context,
+    ev: &OriginalRoomMessageEvent,
+    allowed: bool,
+    command: &Command,
+) -> Result<(), HandleError> {
     if !allowed {
         tracing::info!(sender = %ev.sender, "command from a user not in access.users");
         return reply_to(ctx, ev, &strings::not_allowed()).await;
     }
-    let reply = match &command {
+    let reply = match command {
         Command::Ask { question } => return chat::answer(ctx, ev, question).await,
-        Command::Task(_) | Command::Board(_) => return commands::task::run(ctx, ev, &command).await,
+        Command::Task(_) | Command::Board(_) => return commands::task::run(ctx, ev, command).await,
         Command::Model { name } => commands::llm::model(ctx, ev, name.as_deref()).await?,
         Command::Prompt(change) => commands::llm::prompt(ctx, ev, change).await?,
         Command::Usage => commands::llm::usage(ctx, ev).await?,
@@ -152,17 +165,17 @@ async fn message(ctx: &Context, ev: &OriginalRoomMessageEvent) -> Result<(), Han
         Command::Index(change) => commands::search::index(ctx, ev, *change).await?,
         _ => {
             let lag = now_ms() - i64::from(ev.origin_server_ts.get());
-            commands::execute(&command, &Invocation { lag_ms: (lag >= 0).then_some(lag) })
+            commands::execute(command, &Invocation { lag_ms: (lag >= 0).then_some(lag) })
         }
     };
     reply_to(ctx, ev, &reply).await
 }
 
-/// Queues `body` as the text of message `ev` (its own, or an edit's) for the vector store.
-/// Encrypted messages never get here: only their ciphertext reaches the agent.
-async fn index(ctx: &Context, ev: &OriginalRoomMessageEvent, body: &str) -> Result<(), HandleError> {
+/// `body` as the text of message `ev` (its own, or an edit's) for the vector store, if its room
+/// is indexed. Encrypted messages never get here: only their ciphertext reaches the agent.
+async fn index(ctx: &Context, ev: &OriginalRoomMessageEvent, body: &str) -> Result<Option<IndexWrite>, HandleError> {
     if body.trim().is_empty() || !ctx.indexing_on(&ev.room_id).await? {
-        return Ok(());
+        return Ok(None);
     }
     let thread = match &ev.content.relates_to {
         Some(Relation::Thread(t)) => Some(t.event_id.as_str()),
@@ -170,8 +183,7 @@ async fn index(ctx: &Context, ev: &OriginalRoomMessageEvent, body: &str) -> Resu
     };
     let ts = i64::from(ev.origin_server_ts.get());
     // Stored whole (an event is at most 64 KiB); the indexer embeds a bounded prefix.
-    ctx.store.index_upsert(ev.event_id.as_str(), ev.room_id.as_str(), ev.sender.as_str(), ts, thread, body).await?;
-    Ok(())
+    Ok(Some(IndexWrite::upsert(ev.event_id.as_str(), ev.room_id.as_str(), ev.sender.as_str(), ts, thread, body)))
 }
 
 /// The message an edit replaces, as the homeserver has it — `None` when the edit does not count:
@@ -200,13 +212,11 @@ async fn edited(
     })
 }
 
-/// A redacted message must stop being findable: its record is queued for deletion.
-async fn redaction(ctx: &Context, ev: &OriginalRoomRedactionEvent) -> Result<(), HandleError> {
+/// A redacted message must stop being findable: its record is to be deleted.
+fn redaction(ev: &OriginalRoomRedactionEvent) -> Option<IndexWrite> {
     // Room versions 11+ name the redacted event in the content, older ones beside it.
-    if let Some(redacts) = ev.content.redacts.as_ref().or(ev.redacts.as_ref()) {
-        ctx.store.index_delete(redacts.as_str(), ev.room_id.as_str()).await?;
-    }
-    Ok(())
+    let redacts = ev.content.redacts.as_ref().or(ev.redacts.as_ref())?;
+    Some(IndexWrite::delete(redacts.as_str(), ev.room_id.as_str()))
 }
 
 /// Sends the one reply to `trigger`, as the agent user.

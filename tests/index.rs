@@ -16,7 +16,7 @@ use conclave_agent::llm::{LlmClient, Prefixes};
 use conclave_agent::rag::indexer::index_batch;
 use conclave_agent::rag::{ChromaClient, Rag, StoredRecord};
 use conclave_agent::secret::Secret;
-use conclave_agent::store::Store;
+use conclave_agent::store::{IndexWrite, Store};
 use serde_json::json;
 use std::time::Duration;
 
@@ -266,7 +266,7 @@ async fn a_message_the_embedder_refuses_waits_alone() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::connect(&format!("sqlite://{}/agent.db", dir.path().display())).await.unwrap();
     for (id, text) in [("$a", "fine"), ("$p", "a poison pill"), ("$b", "also fine")] {
-        store.index_upsert(id, "!r", "@alice:test", 1, None, text).await.unwrap();
+        store.index_write(&[IndexWrite::upsert(id, "!r", "@alice:test", 1, None, text)]).await.unwrap();
     }
     let first = store.index_due(64).await.unwrap();
     index_batch(&store, &rag, first.clone()).await.unwrap();

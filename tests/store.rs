@@ -4,7 +4,7 @@
 mod common;
 
 use common::postgres::postgres;
-use conclave_agent::store::{BackfillPage, HistoryMessage, IndexOp, NewEvent, Store, now_ms};
+use conclave_agent::store::{BackfillPage, HistoryMessage, IndexOp, IndexWrite, NewEvent, Store, now_ms};
 
 fn ev(room: &str, id: &str, json: &str) -> NewEvent {
     NewEvent { room_id: room.into(), event_id: id.into(), json: json.into() }
@@ -44,14 +44,14 @@ async fn contract(store: Store) {
 
     // Attempts are counted per claim; done events leave.
     assert_eq!(store.inbox_claim(&[items[2].seq]).await.unwrap()[0].attempts, 2);
-    store.inbox_done(&[items[2].seq]).await.unwrap();
+    store.inbox_done(&[items[2].seq], &[]).await.unwrap();
     assert_eq!(store.inbox_len().await.unwrap(), 2);
 
     // A dead letter leaves the inbox, is kept aside, and frees its room.
     store.inbox_dead_letter(items[0].seq, "boom").await.unwrap();
     assert_eq!(store.dead_letter_count().await.unwrap(), 1);
     assert_eq!(candidates(&store, &[]).await, [items[1].seq]);
-    store.inbox_done(&[items[1].seq]).await.unwrap();
+    store.inbox_done(&[items[1].seq], &[]).await.unwrap();
     assert_eq!(store.inbox_len().await.unwrap(), 0);
 
     // Large transactions span several INSERT statements and keep their order.
@@ -63,7 +63,12 @@ async fn contract(store: Store) {
     assert_eq!(got.len(), 450);
     assert!(got.iter().enumerate().all(|(i, item)| item.event_id == ids[i]));
     let seqs: Vec<i64> = got.iter().map(|i| i.seq).collect();
-    store.inbox_done(&seqs).await.unwrap();
+    // Handled events leave the inbox in the same transaction that queues their index changes.
+    let writes = [IndexWrite::upsert("$big0", "!c", "@u:s", 1, None, "hello"), IndexWrite::delete("$big1", "!c")];
+    store.inbox_done(&seqs, &writes).await.unwrap();
+    assert_eq!(store.index_backlog(Some("!c")).await.unwrap(), 2);
+    let queued = store.index_due(10).await.unwrap();
+    store.index_done(&queued).await.unwrap();
     assert_eq!(store.inbox_len().await.unwrap(), 0);
 
     // Room state.
@@ -234,13 +239,13 @@ async fn postgres_tasks_contract() {
 /// The indexing queue: one job per event, edits replace pending text, redactions win, a job
 /// replaced while the indexer worked on it stays, failed jobs back off.
 async fn index_queue_contract(store: Store) {
-    store.index_upsert("$1", "!a", "@u:s", 10, None, "first").await.unwrap();
-    store.index_upsert("$2", "!a", "@u:s", 11, Some("$root"), "second").await.unwrap();
-    store.index_upsert("$3", "!b", "@v:s", 12, None, "third").await.unwrap();
+    store.index_write(&[IndexWrite::upsert("$1", "!a", "@u:s", 10, None, "first")]).await.unwrap();
+    store.index_write(&[IndexWrite::upsert("$2", "!a", "@u:s", 11, Some("$root"), "second")]).await.unwrap();
+    store.index_write(&[IndexWrite::upsert("$3", "!b", "@v:s", 12, None, "third")]).await.unwrap();
     assert_eq!(store.index_backlog(None).await.unwrap(), 3);
 
     // An edit of a pending message replaces its text and keeps its order, sender and time.
-    store.index_upsert("$1", "!a", "@u:s", 99, None, "first, edited").await.unwrap();
+    store.index_write(&[IndexWrite::upsert("$1", "!a", "@u:s", 99, None, "first, edited")]).await.unwrap();
     let due = store.index_due(10).await.unwrap();
     assert_eq!(due.iter().map(|j| j.event_id.as_str()).collect::<Vec<_>>(), ["$1", "$2", "$3"]);
     assert_eq!(
@@ -251,14 +256,14 @@ async fn index_queue_contract(store: Store) {
     assert_eq!(store.index_due(2).await.unwrap().len(), 2, "limit");
 
     // A redaction turns the pending job into a delete, and a later edit cannot undo it.
-    store.index_delete("$2", "!a").await.unwrap();
-    store.index_upsert("$2", "!a", "@u:s", 11, None, "edited after redaction").await.unwrap();
+    store.index_write(&[IndexWrite::delete("$2", "!a")]).await.unwrap();
+    store.index_write(&[IndexWrite::upsert("$2", "!a", "@u:s", 11, None, "edited after redaction")]).await.unwrap();
     let due = store.index_due(10).await.unwrap();
     assert_eq!(due[1].op, IndexOp::Delete);
 
     // Done removes only the version the indexer saw: an edit meanwhile stays queued.
     let seen = due.clone();
-    store.index_upsert("$3", "!b", "@v:s", 12, None, "third, edited").await.unwrap();
+    store.index_write(&[IndexWrite::upsert("$3", "!b", "@v:s", 12, None, "third, edited")]).await.unwrap();
     store.index_done(&seen).await.unwrap();
     let left = store.index_due(10).await.unwrap();
     assert_eq!(left.len(), 1);
@@ -274,7 +279,7 @@ async fn index_queue_contract(store: Store) {
     assert_eq!(again[0].attempts, 2);
 
     // A delete of an event never queued (its upsert was already done) is queued on its own.
-    store.index_delete("$9", "!a").await.unwrap();
+    store.index_write(&[IndexWrite::delete("$9", "!a")]).await.unwrap();
     assert_eq!(store.index_backlog(None).await.unwrap(), 2);
     assert_eq!(store.index_backlog(Some("!b")).await.unwrap(), 1);
     assert_eq!(store.index_backlog(Some("!c")).await.unwrap(), 0);
@@ -286,9 +291,9 @@ async fn index_queue_contract(store: Store) {
     assert_eq!(store.index_backlog(Some("!b")).await.unwrap(), 0);
     assert_eq!(store.index_failed("!b").await.unwrap(), 1);
     assert_eq!(store.index_failed("!a").await.unwrap(), 0);
-    store.index_upsert("$4", "!b", "@v:s", 13, None, "fourth").await.unwrap();
+    store.index_write(&[IndexWrite::upsert("$4", "!b", "@v:s", 13, None, "fourth")]).await.unwrap();
     let fourth = store.index_due(10).await.unwrap().into_iter().find(|j| j.event_id == "$4").unwrap();
-    store.index_upsert("$4", "!b", "@v:s", 13, None, "fourth, edited").await.unwrap();
+    store.index_write(&[IndexWrite::upsert("$4", "!b", "@v:s", 13, None, "fourth, edited")]).await.unwrap();
     store.index_fail(&fourth, "refused").await.unwrap();
     assert_eq!(store.index_backlog(Some("!b")).await.unwrap(), 1, "the edit keeps its chances");
     assert_eq!(store.index_failed("!b").await.unwrap(), 1);
@@ -309,8 +314,8 @@ async fn backfill_contract(store: Store) {
     // A page queues its messages and moves the checkpoint in one step. History comes newest
     // first: a message already queued (live, or by a newer edit) keeps its text, and a message
     // known to be redacted is not queued at all.
-    store.index_upsert("$live", "!r", "@u:s", 9, None, "edited text").await.unwrap();
-    store.index_delete("$gone", "!r").await.unwrap();
+    store.index_write(&[IndexWrite::upsert("$live", "!r", "@u:s", 9, None, "edited text")]).await.unwrap();
+    store.index_write(&[IndexWrite::delete("$gone", "!r")]).await.unwrap();
     let gone: Vec<_> = store.index_due(10).await.unwrap().into_iter().filter(|j| j.event_id == "$gone").collect();
     store.index_done(&gone).await.unwrap();
     let messages = [history("$live", "original text"), history("$gone", "secret"), history("$old", "old news")];

@@ -8,7 +8,7 @@ use crate::context::Context;
 use crate::events::HandleError;
 use crate::llm::{Delta, DeltaStream, LlmClient, LlmError, Message, Usage};
 use crate::matrix::{notice_reply, txn_id_for};
-use crate::store::now_ms;
+use crate::store::{IndexWrite, now_ms};
 use crate::strings;
 use futures_util::StreamExt;
 use ruma::events::room::message::{OriginalRoomMessageEvent, Relation};
@@ -173,9 +173,8 @@ async fn index_answer(ctx: &Context, trigger: &OriginalRoomMessageEvent, answer_
         Ok(false) => return,
         Err(e) => return tracing::warn!(error = %e, "cannot tell whether the room is indexed"),
     }
-    if let Err(e) =
-        ctx.store.index_upsert(answer_id.as_str(), trigger.room_id.as_str(), me, now_ms(), thread, text).await
-    {
+    let write = IndexWrite::upsert(answer_id.as_str(), trigger.room_id.as_str(), me, now_ms(), thread, text);
+    if let Err(e) = ctx.store.index_write(&[write]).await {
         tracing::warn!(error = %e, "cannot queue the answer for indexing");
     }
 }

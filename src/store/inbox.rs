@@ -1,5 +1,6 @@
 //! Seen transaction ids and the durable event inbox (invariant 1).
 
+use super::index::{self, IndexWrite};
 use super::{DbKind, Store, StoreError, now_ms};
 // Dynamic SQL here only ever adds numbered placeholders; values are always bound.
 use sqlx::{AnyConnection, AnyPool, AssertSqlSafe, Connection, Executor, FromRow};
@@ -87,20 +88,22 @@ impl Store {
         Ok(items)
     }
 
-    /// The events were processed: they leave the inbox.
-    pub async fn inbox_done(&self, seqs: &[i64]) -> Result<(), StoreError> {
-        self.exec_for_seqs("DELETE FROM inbox WHERE seq IN", seqs).await
-    }
-
-    async fn exec_for_seqs(&self, statement: &str, seqs: &[i64]) -> Result<(), StoreError> {
+    /// The events were handled: they leave the inbox, and the index changes their handlers
+    /// decided are queued, in one transaction (both or neither).
+    pub async fn inbox_done(&self, seqs: &[i64], writes: &[IndexWrite]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for write in writes {
+            index::apply_write(&mut tx, write).await?;
+        }
         for chunk in seqs.chunks(SEQ_CHUNK) {
-            let sql = format!("{statement} ({})", placeholders(chunk.len()));
+            let sql = format!("DELETE FROM inbox WHERE seq IN ({})", placeholders(chunk.len()));
             let mut q = sqlx::query(AssertSqlSafe(sql));
             for seq in chunk {
                 q = q.bind(*seq);
             }
-            q.execute(&self.pool).await?;
+            q.execute(&mut *tx).await?;
         }
+        tx.commit().await?;
         Ok(())
     }
 

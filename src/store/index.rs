@@ -3,6 +3,7 @@
 //! so a crash or an outage of the embedder or Chroma loses nothing.
 
 use super::{Store, StoreError, now_ms};
+use sqlx::AnyConnection;
 
 /// What to do with one event's record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,57 +31,87 @@ fn job((event_id, room_id, sender, ts, thread_id, body, is_delete, rev, attempts
     IndexJob { event_id, room_id, op, rev, attempts }
 }
 
-impl Store {
-    /// Queues storing `body` as the record of `event_id`. An edit of a message still waiting
-    /// replaces its text (keeping its sender and time); a pending delete is never undone.
-    pub async fn index_upsert(
-        &self,
-        event_id: &str,
-        room_id: &str,
-        sender: &str,
-        ts: i64,
-        thread_id: Option<&str>,
-        body: &str,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO index_jobs (event_id, room_id, sender, ts, thread_id, body) VALUES ($1, $2, $3, $4, $5, $6) \
-             ON CONFLICT (event_id) DO UPDATE SET body = excluded.body, rev = index_jobs.rev + 1, attempts = 0, \
-             not_before = 0 WHERE index_jobs.is_delete = 0",
-        )
-        .bind(event_id)
-        .bind(room_id)
-        .bind(sender)
-        .bind(ts)
-        .bind(thread_id)
-        .bind(body)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+/// A change to the queue, as an event handler decides it. The dispatcher writes a batch of them
+/// in the same database transaction that removes their events from the inbox, so a change is
+/// queued exactly when its event counts as handled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IndexWrite {
+    /// Store `body` as the record of `event_id`. An edit of a message still waiting replaces its
+    /// text (keeping its sender and time); a pending delete is never undone.
+    Upsert { event_id: String, room_id: String, sender: String, ts: i64, thread_id: Option<String>, body: String },
+    /// Remove the record of `event_id`, replacing any pending upsert of it (a redacted message
+    /// must not be stored after all).
+    Delete { event_id: String, room_id: String },
+}
+
+impl IndexWrite {
+    pub fn upsert(event_id: &str, room_id: &str, sender: &str, ts: i64, thread_id: Option<&str>, body: &str) -> Self {
+        Self::Upsert {
+            event_id: event_id.into(),
+            room_id: room_id.into(),
+            sender: sender.into(),
+            ts,
+            thread_id: thread_id.map(Into::into),
+            body: body.into(),
+        }
     }
 
-    /// Queues removing the record of `event_id`, replacing any pending upsert of it (a redacted
-    /// message must not be stored after all).
-    pub async fn index_delete(&self, event_id: &str, room_id: &str) -> Result<(), StoreError> {
+    pub fn delete(event_id: &str, room_id: &str) -> Self {
+        Self::Delete { event_id: event_id.into(), room_id: room_id.into() }
+    }
+}
+
+/// Applies `write` inside the caller's transaction.
+pub(super) async fn apply_write(conn: &mut AnyConnection, write: &IndexWrite) -> Result<(), StoreError> {
+    match write {
+        IndexWrite::Upsert { event_id, room_id, sender, ts, thread_id, body } => {
+            sqlx::query(
+                "INSERT INTO index_jobs (event_id, room_id, sender, ts, thread_id, body) VALUES ($1, $2, $3, $4, $5, $6) \
+                 ON CONFLICT (event_id) DO UPDATE SET body = excluded.body, rev = index_jobs.rev + 1, attempts = 0, \
+                 not_before = 0 WHERE index_jobs.is_delete = 0",
+            )
+            .bind(event_id)
+            .bind(room_id)
+            .bind(sender)
+            .bind(ts)
+            .bind(thread_id)
+            .bind(body)
+            .execute(&mut *conn)
+            .await?;
+        }
+        IndexWrite::Delete { event_id, room_id } => {
+            // Remembered, so a backfill that read the message before the redaction cannot requeue it.
+            sqlx::query(
+                "INSERT INTO index_redacted (event_id, room_id, redacted_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (event_id) DO NOTHING",
+            )
+            .bind(event_id)
+            .bind(room_id)
+            .bind(now_ms())
+            .execute(&mut *conn)
+            .await?;
+            sqlx::query(
+                "INSERT INTO index_jobs (event_id, room_id, sender, ts, body, is_delete) VALUES ($1, $2, '', 0, '', 1) \
+                 ON CONFLICT (event_id) DO UPDATE SET is_delete = 1, body = '', rev = index_jobs.rev + 1, \
+                 attempts = 0, not_before = 0",
+            )
+            .bind(event_id)
+            .bind(room_id)
+            .execute(&mut *conn)
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+impl Store {
+    /// Queues `writes`, in order, in one transaction (for writes that come from no inbox event,
+    /// such as the agent's own answers; handlers' writes go through [`Store::inbox_done`]).
+    pub async fn index_write(&self, writes: &[IndexWrite]) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        // Remembered, so a backfill that read the message before the redaction cannot requeue it.
-        sqlx::query(
-            "INSERT INTO index_redacted (event_id, room_id, redacted_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (event_id) DO NOTHING",
-        )
-        .bind(event_id)
-        .bind(room_id)
-        .bind(now_ms())
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "INSERT INTO index_jobs (event_id, room_id, sender, ts, body, is_delete) VALUES ($1, $2, '', 0, '', 1) \
-             ON CONFLICT (event_id) DO UPDATE SET is_delete = 1, body = '', rev = index_jobs.rev + 1, attempts = 0, \
-             not_before = 0",
-        )
-        .bind(event_id)
-        .bind(room_id)
-        .execute(&mut *tx)
-        .await?;
+        for write in writes {
+            apply_write(&mut tx, write).await?;
+        }
         tx.commit().await?;
         Ok(())
     }

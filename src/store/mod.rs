@@ -13,7 +13,7 @@ mod tasks;
 
 pub use backfill::{Backfill, BackfillPage, HistoryMessage};
 pub use inbox::{InboxItem, NewEvent};
-pub use index::{IndexJob, IndexOp};
+pub use index::{IndexJob, IndexOp, IndexWrite};
 pub use settings::{RoomSettings, UsageTotals, today};
 pub use tasks::{Binding, TaskCard};
 
@@ -70,6 +70,9 @@ pub struct Store {
     kind: DbKind,
     /// Bounded: when the writer falls behind, the homeserver's requests wait (back-pressure).
     ingest_queue: tokio::sync::mpsc::Sender<inbox::IngestJob>,
+    /// Room settings as last read or written: every message asks whether its room is indexed.
+    /// Only this process writes them, through [`Store::set_room_settings`].
+    settings: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, RoomSettings>>>,
 }
 
 /// Milliseconds since the Unix epoch, the time unit of every column.
@@ -108,7 +111,7 @@ impl Store {
             DbKind::Postgres => options.max_connections(8).connect(url).await?,
         };
         let (ingest_queue, queue) = tokio::sync::mpsc::channel(256);
-        let store = Self { pool: pool.clone(), kind, ingest_queue };
+        let store = Self { pool: pool.clone(), kind, ingest_queue, settings: Default::default() };
         store.migrate().await?;
         tokio::spawn(inbox::ingest_writer(pool, kind, queue));
         Ok(store)

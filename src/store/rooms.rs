@@ -20,6 +20,7 @@ impl Store {
     /// Drops everything known about a room the agent left or was removed from.
     pub async fn room_forget(&self, room_id: &str) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM rooms WHERE room_id = $1").bind(room_id).execute(&self.pool).await?;
+        self.settings.lock().expect("not poisoned").remove(room_id);
         // A room the agent left hears nothing more from Planka.
         sqlx::query("DELETE FROM board_bindings WHERE room_id = $1").bind(room_id).execute(&self.pool).await?;
         // Nor is its history read any further.

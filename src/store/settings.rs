@@ -30,12 +30,17 @@ pub fn today() -> i64 {
 
 impl Store {
     pub async fn room_settings(&self, room_id: &str) -> Result<RoomSettings, StoreError> {
+        if let Some(settings) = self.settings.lock().expect("not poisoned").get(room_id) {
+            return Ok(settings.clone());
+        }
         let text: Option<String> = sqlx::query_scalar("SELECT settings FROM rooms WHERE room_id = $1")
             .bind(room_id)
             .fetch_optional(&self.pool)
             .await?;
         // A row written by a newer or older version that does not parse is treated as defaults.
-        Ok(text.and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default())
+        let settings: RoomSettings = text.and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default();
+        // A write that raced this read has put the newer value in already: keep that one.
+        Ok(self.settings.lock().expect("not poisoned").entry(room_id.to_owned()).or_insert(settings).clone())
     }
 
     pub async fn set_room_settings(&self, room_id: &str, settings: &RoomSettings) -> Result<(), StoreError> {
@@ -49,6 +54,7 @@ impl Store {
         .bind(now_ms())
         .execute(&self.pool)
         .await?;
+        self.settings.lock().expect("not poisoned").insert(room_id.to_owned(), settings.clone());
         Ok(())
     }
 
