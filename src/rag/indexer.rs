@@ -4,15 +4,13 @@
 //! When the embedder or Chroma is down, the jobs stay in the database and back off (bounded,
 //! invariant 7); at most one batch is in memory at a time.
 
-use crate::context::Context;
 use crate::rag::{Rag, RagError, Record, RecordMeta};
 use crate::store::{IndexJob, IndexOp, Store, StoreError, now_ms};
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
 /// Jobs taken at once: a few embeddings requests' worth.
-const BATCH: i64 = 64;
+pub const BATCH: i64 = 64;
 /// How long a partial batch waits for more messages (and how often an idle queue is looked at).
 const LINGER: Duration = Duration::from_millis(500);
 /// Back-off of a failed job: 1 s doubling up to 5 minutes.
@@ -23,13 +21,13 @@ const RETRY_MAX_MS: i64 = 300_000;
 pub const MAX_CHARS: usize = 4_000;
 
 /// Runs until `shutdown` turns true.
-pub async fn run(ctx: Arc<Context>, mut shutdown: watch::Receiver<bool>) {
+pub async fn run(store: Store, rag: Rag, mut shutdown: watch::Receiver<bool>) {
     loop {
-        let full = match ctx.store.index_due(BATCH).await {
+        let full = match store.index_due(BATCH).await {
             Ok(jobs) if jobs.is_empty() => false,
             Ok(jobs) => {
                 let full = jobs.len() as i64 == BATCH;
-                if let Err(e) = index_batch(&ctx.store, &ctx.rag, jobs).await {
+                if let Err(e) = index_batch(&store, &rag, jobs).await {
                     tracing::error!(error = %e, "cannot update the indexing queue");
                 }
                 full
