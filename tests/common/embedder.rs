@@ -68,7 +68,10 @@ impl Embedder {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
+        // Shared by every test of the binary, each on its own runtime: a pooled connection would
+        // belong to the runtime that opened it and die with it ("dispatch task gone").
+        let http =
+            reqwest::Client::builder().timeout(Duration::from_secs(60)).pool_max_idle_per_host(0).build().unwrap();
         Self { base_url: format!("http://127.0.0.1:{port}/v1"), dir, pid, http }
     }
 
