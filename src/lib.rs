@@ -15,7 +15,8 @@
 //! - [`events`], [`dispatch`]: inbox → per-room ordered handling → replies.
 //! - [`chat`]: when the agent answers, the context it sends the model, the streamed answer.
 //! - [`appservice`]: the HTTP API the homeserver calls (axum).
-//! - [`service`], [`ops`]: `serve`, and the one-shot CLI operations.
+//! - [`service`], [`ops`], [`bootstrap`]: `serve`, the one-shot CLI operations, and the
+//!   workspace's rooms created from `rooms.toml`.
 //!
 //! ## The data path
 //! homeserver → `PUT /transactions` → one db transaction (txn id + events) → 200 →
@@ -23,6 +24,7 @@
 
 pub mod access;
 pub mod appservice;
+pub mod bootstrap;
 pub mod chat;
 pub mod commands;
 pub mod config;
