@@ -45,7 +45,8 @@ class Handler(BaseHTTPRequestHandler):
         if isinstance(user, list):
             user = " ".join(p.get("text", "") for p in user if isinstance(p, dict))
         # The question is the user message's last line (the agent puts room context above it).
-        words = ("Stack answer: " + (user.strip().splitlines() or [""])[-1][:200]).split(" ")
+        question = (user.strip().splitlines() or [""])[-1][:200]
+        words = f"Stack answer: {question} — streamed word by word, so the agent edits its message as the words arrive.".split(" ")
         if not body.get("stream"):
             self.reply(200, {"id": "chatcmpl-1", "object": "chat.completion", "model": body.get("model"),
                              "choices": [{"index": 0, "message": {"role": "assistant", "content": " ".join(words)},

@@ -8,13 +8,15 @@ CONCLAVE_RUN="${CONCLAVE_RUN:-/var/run/conclave}"
 [ -f "$CONCLAVE_RUN/stack.env" ] && set -a && . "$CONCLAVE_RUN/stack.env" && set +a
 . "$(dirname "$0")/lib.sh"
 check() { # NAME CMD...
-  if ! "$@" >/dev/null 2>&1; then
-    echo "unhealthy: $1" >&2
+  local name=$1 out
+  shift
+  if ! out=$("$@" 2>&1); then
+    echo "unhealthy: $name ${out:0:200}" >&2
     exit 1
   fi
 }
 on() { enabled "$1"; }
-if on POSTGRES; then check postgres "$PG_BINDIR/pg_isready" -q -h "$CONCLAVE_RUN/postgresql" -p "$POSTGRES_PORT"; fi
+if on POSTGRES; then check postgres "$PG_BINDIR/pg_isready" -h "$CONCLAVE_RUN/postgresql" -p "$POSTGRES_PORT"; fi
 if on NGINX; then check nginx http_ok "http://127.0.0.1:$NGINX_PORT/.well-known/matrix/client"; fi
 if on SYNAPSE; then check synapse http_ok "http://127.0.0.1:$SYNAPSE_PORT/_matrix/client/versions"; fi
 if on CHROMADB; then check chromadb http_ok "http://127.0.0.1:$CHROMA_PORT/api/v2/heartbeat"; fi
