@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared shell functions of the workspace's scripts (sourced, never run). Bash only.
 # Every wait here is bounded and logged; nothing here ever prints a secret.
 
@@ -90,6 +91,7 @@ pg_bindir() {
   local d
   d=$(pg_config --bindir 2>/dev/null) && [ -x "$d/initdb" ] && { echo "$d"; return; }
   # Debian's pg_config (libpq-dev / postgresql-common) may point at /usr/bin; the server is here:
+  # shellcheck disable=SC2012 # version-sorted directory names
   d=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
   [ -n "$d" ] && [ -x "$d/initdb" ] && { echo "$d"; return; }
   return 1

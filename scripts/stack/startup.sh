@@ -163,6 +163,7 @@ write_services_json() { # what the dashboard shows: each service, whether it is 
       "postgres POSTGRES $POSTGRES_PORT" "chromadb CHROMADB $CHROMA_PORT" "ollama OLLAMA $OLLAMA_PORT" \
       "embedder EMBEDDER $EMBEDDER_PORT" "neko NEKO $NEKO_PORT" "browser BROWSER $CDP_PORT" \
       "terminal TTYD $TTYD_PORT" "agent AGENT $AGENT_PORT" "sshd SSHD $SSH_PORT"; do
+      # shellcheck disable=SC2086 # three words on purpose
       set -- $s
       [ $first = 1 ] || printf ','
       first=0

@@ -138,12 +138,13 @@ dashboard_screenshot() {
   chromium=$(command -v chromium || command -v chromium-pw) || { log "no chromium: run scripts/setup.sh"; return 1; }
   auth="${NGINX_USER:-admin}:$(sed -n 's/^NGINX_PASSWORD=//p' "$CONCLAVE_ROOT/config/generated-secrets.env")"
   local flags=(--headless --no-sandbox --disable-gpu --no-first-run --disable-background-networking
-    --disable-component-update --disable-sync --user-data-dir="$CONCLAVE_ROOT/chromium-profile" --window-size=1280,1000
+    --disable-component-update --disable-sync "--window-size=1280,1000"
     --virtual-time-budget=8000)
   # Credentials in the URL: Chromium keeps them for the page's own requests (its status checks).
-  timeout 60 "$chromium" "${flags[@]}" --screenshot="$CONCLAVE_ROOT/dashboard.png" \
+  # A profile each: a second Chromium on a profile still in use hands its work to the first and waits.
+  timeout 60 "$chromium" "${flags[@]}" --user-data-dir="$CONCLAVE_ROOT/chromium-1" --screenshot="$CONCLAVE_ROOT/dashboard.png" \
     "http://$auth@127.0.0.1:$NGINX_PORT/" >/dev/null 2>&1 || true
-  dom=$(timeout 60 "$chromium" "${flags[@]}" --dump-dom "http://$auth@127.0.0.1:$NGINX_PORT/" 2>/dev/null) || true
+  dom=$(timeout 60 "$chromium" "${flags[@]}" --user-data-dir="$CONCLAVE_ROOT/chromium-2" --dump-dom "http://$auth@127.0.0.1:$NGINX_PORT/" 2>/dev/null) || true
   [ -s "$CONCLAVE_ROOT/dashboard.png" ] || { log "no screenshot"; return 1; }
   log "dashboard screenshot: $CONCLAVE_ROOT/dashboard.png"
   local s bad=0
