@@ -9,6 +9,7 @@ LOG_TAG=security
 . scripts/stack/lib.sh
 [ "$(id -u)" = 0 ] || die "run as root"
 SCRATCH=$(mktemp -d /tmp/conclave-security.XXXXXX)
+chmod 755 "$SCRATCH" # postgres passes through to its data directory
 FAILURES=0
 pass() { log "PASS $*"; }
 fail() { log "FAIL $*"; FAILURES=$((FAILURES + 1)); }

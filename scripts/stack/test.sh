@@ -22,6 +22,7 @@ PY=python3
 CHECK=("$PY" scripts/stack/stack-check.py)
 STATE=$CONCLAVE_ROOT/stack-test.json
 FAILURES=0
+PASSED=0
 fixture_pids=()
 
 # ---- Ports: free ones from the OS, none of the seed's (a test must not collide) ----
@@ -67,7 +68,7 @@ trap cleanup EXIT
 check() { # check WHAT CMD...: one line, pass or fail; a failure is counted and the test goes on.
   local what=$1
   shift
-  if "$@"; then log "PASS $what"; else log "FAIL $what"; FAILURES=$((FAILURES + 1)); fi
+  if "$@"; then log "PASS $what"; PASSED=$((PASSED + 1)); else log "FAIL $what"; FAILURES=$((FAILURES + 1)); fi
 }
 
 # create-users logs to stderr (supervisord: create-users-error.log), like every script here.
@@ -193,6 +194,7 @@ stop_stack
 
 printf 'first boot: %.1f s\nsecond boot: %.1f s\n' "$FIRST" "$SECOND" | tee "$CONCLAVE_ROOT/boot-times.txt" >&2
 log "root left in place, stack stopped: $CONCLAVE_ROOT"
+echo "stack: $PASSED passed, $FAILURES failed"
 if [ "$FAILURES" = 0 ]; then
   log "native stack test: all checks passed"
 else
