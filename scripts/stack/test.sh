@@ -194,9 +194,6 @@ stop_stack
 
 printf 'first boot: %.1f s\nsecond boot: %.1f s\n' "$FIRST" "$SECOND" | tee "$CONCLAVE_ROOT/boot-times.txt" >&2
 log "root left in place, stack stopped: $CONCLAVE_ROOT"
+[ "$FAILURES" = 0 ] || log "native stack test: $FAILURES check(s) failed (logs under $CONCLAVE_ROOT/logs/)"
 echo "stack: $PASSED passed, $FAILURES failed"
-if [ "$FAILURES" = 0 ]; then
-  log "native stack test: all checks passed"
-else
-  die "native stack test: $FAILURES check(s) failed (logs under $CONCLAVE_ROOT/logs/)"
-fi
+[ "$FAILURES" = 0 ]
