@@ -74,7 +74,7 @@ fn parse_plan(text: &str, config: &Config) -> anyhow::Result<Vec<RoomPlan>> {
         let bad = |reason: String| anyhow::anyhow!("{what}: {s:?} is not a localpart or user id{reason}");
         let id = UserId::parse(&id).map_err(|e| bad(format!(": {e}")))?;
         // ruma accepts historical ids too; the users the stack makes all follow today's grammar.
-        if !crate::registration::is_conforming_localpart(id.localpart()) {
+        if !crate::config::is_conforming_localpart(id.localpart()) {
             return Err(bad(String::new()));
         }
         Ok(id)
@@ -83,7 +83,7 @@ fn parse_plan(text: &str, config: &Config) -> anyhow::Result<Vec<RoomPlan>> {
     let mut plans: Vec<RoomPlan> = Vec::new();
     for entry in file.rooms {
         let what = format!("room {:?}", entry.alias);
-        if entry.alias.is_empty() || !crate::registration::is_conforming_localpart(&entry.alias) {
+        if entry.alias.is_empty() || !crate::config::is_conforming_localpart(&entry.alias) {
             anyhow::bail!("{what}: alias is the part after # (a-z, 0-9 and . _ = - / +), without the server");
         }
         if !ns.owns_alias(&entry.alias) {

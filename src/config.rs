@@ -346,6 +346,13 @@ impl ConfigError {
     }
 }
 
+/// The localpart grammar for new user ids (the spec's `[a-z0-9._=\-/+]+`); ruma also accepts
+/// historical ids, which we must never create.
+pub fn is_conforming_localpart(localpart: &str) -> bool {
+    !localpart.is_empty()
+        && localpart.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._=-/+".contains(&b))
+}
+
 /// `appservice.as_token` → `CONCLAVE_APPSERVICE__AS_TOKEN`.
 pub fn env_var_for(key: &str) -> String {
     format!("{ENV_PREFIX}{}", key.replace('.', "__").to_uppercase())
@@ -397,13 +404,13 @@ impl Config {
         }
         self.sender_user_id()?;
         non_empty("appservice.ghost_prefix", &a.ghost_prefix)?;
-        if !crate::registration::is_conforming_localpart(&a.ghost_prefix) {
+        if !is_conforming_localpart(&a.ghost_prefix) {
             return Err(ConfigError::key(
                 "appservice.ghost_prefix",
                 "use only a-z, 0-9 and . _ = - / + (Matrix user id grammar)",
             ));
         }
-        if !a.alias_prefix.is_empty() && !crate::registration::is_conforming_localpart(&a.alias_prefix) {
+        if !a.alias_prefix.is_empty() && !is_conforming_localpart(&a.alias_prefix) {
             return Err(ConfigError::key(
                 "appservice.alias_prefix",
                 "use only a-z, 0-9 and . _ = - / + (room alias grammar), or leave it empty",
@@ -453,7 +460,7 @@ impl Config {
     }
 
     pub fn sender_user_id(&self) -> Result<OwnedUserId, ConfigError> {
-        if !crate::registration::is_conforming_localpart(&self.appservice.sender_localpart) {
+        if !is_conforming_localpart(&self.appservice.sender_localpart) {
             return Err(ConfigError::key(
                 "appservice.sender_localpart",
                 "use only a-z, 0-9 and . _ = - / + (Matrix user id grammar)",
