@@ -77,6 +77,11 @@ pub struct Appservice {
     /// Localpart prefix of the ghost users (`@agent-pi`). Default `agent-`.
     #[serde(default = "default_ghost_prefix")]
     pub ghost_prefix: String,
+    /// Room aliases `#<alias_prefix>…:<server>` belong to the agent (an exclusive namespace in the
+    /// registration): `bootstrap` creates them, and nobody else can take one first. Empty = none.
+    /// Default `fleet-`.
+    #[serde(default = "default_alias_prefix")]
+    pub alias_prefix: String,
     /// Display name of the agent user. Default `Agent`.
     #[serde(default = "default_display_name")]
     pub display_name: String,
@@ -317,6 +322,9 @@ fn default_sender_localpart() -> String {
 fn default_ghost_prefix() -> String {
     "agent-".into()
 }
+fn default_alias_prefix() -> String {
+    "fleet-".into()
+}
 fn default_display_name() -> String {
     "Agent".into()
 }
@@ -423,6 +431,12 @@ impl Config {
             return Err(ConfigError::key(
                 "appservice.ghost_prefix",
                 "use only a-z, 0-9 and . _ = - / + (Matrix user id grammar)",
+            ));
+        }
+        if !a.alias_prefix.is_empty() && !is_conforming_localpart(&a.alias_prefix) {
+            return Err(ConfigError::key(
+                "appservice.alias_prefix",
+                "use only a-z, 0-9 and . _ = - / + (room alias grammar), or leave it empty",
             ));
         }
         if a.max_body_bytes < 1024 {
@@ -548,6 +562,7 @@ mod tests {
         assert_eq!(c.appservice.listen, "127.0.0.1:9009");
         assert_eq!(c.appservice.sender_localpart, "agent");
         assert_eq!(c.appservice.ghost_prefix, "agent-");
+        assert_eq!(c.appservice.alias_prefix, "fleet-");
         assert_eq!(c.database.url.expose(), "sqlite://./data/conclave-agent.db");
         assert_eq!(c.access_users(), vec!["@*:conclave.local".to_string()]);
         assert_eq!(c.chroma.collection, "conclave_messages");
@@ -561,6 +576,7 @@ mod tests {
             ("url", "[homeserver]\nurl = \"ftp://x\"", "homeserver.url"),
             ("db", "[database]\nurl = \"mysql://x\"", "database.url"),
             ("localpart", "[appservice]\nsender_localpart = \"Bad Name\"", "appservice.sender_localpart"),
+            ("aliases", "[appservice]\nalias_prefix = \"Fleet \"", "appservice.alias_prefix"),
             ("glob", "[access]\nusers = [\"nobody\"]", "access.users[0]"),
             ("concurrency", "[dispatch]\nconcurrency = 0", "dispatch.concurrency"),
             ("unknown", "[appservice]\nas_tokn = \"x\"", "appservice.as_tokn"),

@@ -19,7 +19,7 @@
 //! - The lane: [`events`] (one inbox event → its effects: quick replies, or a job), [`dispatch`]
 //!   (inbox → per-room ordered handling), [`work`] (which feature runs each kind of job).
 //! - [`appservice`] (the HTTP API the homeserver calls), [`service`] (`serve`), [`ops`] (the
-//!   one-shot CLI operations).
+//!   one-shot CLI operations), [`bootstrap`] (the workspace's rooms from `rooms.toml`).
 //!
 //! ## The data path
 //! homeserver → `PUT /transactions` → one db transaction (txn id + events) → 200 →
@@ -30,6 +30,7 @@
 pub mod access;
 pub mod appservice;
 pub mod backfill;
+pub mod bootstrap;
 pub mod chat;
 pub mod commands;
 pub mod config;

@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use conclave_agent::config::{self, Config};
-use conclave_agent::{ops, service};
+use conclave_agent::{bootstrap, ops, service};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -48,6 +48,13 @@ enum Command {
         #[arg(long)]
         limit: Option<u64>,
     },
+    /// Create the workspace's rooms (alias, name, topic, encryption, invites, power levels) if
+    /// missing, and bring the coding agents in; a second run changes nothing.
+    Bootstrap {
+        /// The rooms file [default: rooms.toml beside the config file]
+        #[arg(long)]
+        rooms: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -89,6 +96,10 @@ fn run(command: Command, config: Config) -> anyhow::Result<bool> {
     match command {
         Command::Registration { out } => ops::registration(&config, out.as_deref()).map(|()| true),
         Command::Check => runtime.block_on(ops::check(&config)),
+        Command::Bootstrap { rooms } => {
+            let path = rooms.unwrap_or_else(|| bootstrap::default_rooms_path(&config));
+            runtime.block_on(bootstrap::run(&config, &path))
+        }
         Command::Backfill { room, limit } => runtime.block_on(ops::backfill(&config, &room, limit)).map(|()| true),
         Command::Serve => runtime.block_on(async {
             let addr = config.listen_addr()?;

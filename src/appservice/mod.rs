@@ -1,5 +1,5 @@
 //! The HTTP server the homeserver talks to (axum): transactions, ping, user and room queries,
-//! health, and a JSON `M_UNRECOGNIZED` for everything else.
+//! health, readiness, and a JSON `M_UNRECOGNIZED` for everything else.
 
 mod auth;
 mod error;
@@ -42,6 +42,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/_matrix/app/v1/users/{user_id}", get(queries::query_user))
         .route("/_matrix/app/v1/rooms/{alias}", get(queries::query_room_alias))
         .route("/health", get(queries::health))
+        .route("/ready", get(queries::ready))
         .route(
             "/conclave/v1/planka/webhook",
             post(planka::webhook).layer(DefaultBodyLimit::max(planka::MAX_BODY_BYTES)),

@@ -5,9 +5,11 @@
 //! retried with bounded exponential back-off (invariant 7).
 
 mod content;
+mod rooms;
 mod txn;
 
 pub use content::{edit_content, notice_reply, text_reply};
+pub use rooms::{NewRoom, encryption_content};
 pub use txn::txn_id_for;
 
 use crate::secret::Secret;
@@ -117,7 +119,7 @@ impl MatrixClient {
         R::PathBuilder: PathInput,
         for<'a> R::Authentication: AuthScheme<Input<'a> = SendAccessToken<'a>>,
     {
-        self.send_with(request, SendAccessToken::Appservice(self.as_token.expose()), as_user).await
+        self.send_with(request, SendAccessToken::Appservice(self.as_token.expose()), as_user, MAX_ATTEMPTS).await
     }
 
     async fn send_with<R>(
@@ -125,6 +127,7 @@ impl MatrixClient {
         request: R,
         token: SendAccessToken<'_>,
         as_user: Option<&UserId>,
+        max_attempts: u32,
     ) -> Result<R::IncomingResponse, MatrixError>
     where
         R: OutgoingRequest,
@@ -156,7 +159,7 @@ impl MatrixClient {
                 }
                 Err(e) => (e, None),
             };
-            if !err.is_transient() || attempt >= MAX_ATTEMPTS {
+            if !err.is_transient() || attempt >= max_attempts {
                 return Err(err);
             }
             let wait = retry_after.map(|d| d.min(MAX_RETRY_AFTER)).unwrap_or(backoff);
@@ -193,7 +196,13 @@ impl MatrixClient {
     /// as_token does not make a reachable homeserver look down).
     pub async fn versions(&self) -> Result<Vec<String>, MatrixError> {
         let request = cs::discovery::get_supported_versions::Request::new();
-        Ok(self.send_with(request, SendAccessToken::None, None).await?.versions)
+        Ok(self.send_with(request, SendAccessToken::None, None, MAX_ATTEMPTS).await?.versions)
+    }
+
+    /// One `versions` request, no retry: a readiness probe answers now, not after a back-off.
+    pub async fn probe(&self) -> Result<(), MatrixError> {
+        let request = cs::discovery::get_supported_versions::Request::new();
+        self.send_with(request, SendAccessToken::None, None, 1).await.map(drop)
     }
 
     /// Asks the homeserver to ping this appservice; returns the round trip it measured.
