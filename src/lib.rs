@@ -10,6 +10,7 @@
 //! - [`matrix`]: the homeserver client (ruma typed requests, identity assertion, retries).
 //! - [`llm`]: the OpenAI-compatible chat client (Ollama), streaming, with real servers' quirks.
 //! - [`planka`]: the Planka client (boards, cards, comments) and its webhook deliveries.
+//! - [`browser`]: Chromium over CDP behind the address guard, and the guarded HTTP fetcher.
 //! - [`rag`]: retrieval over room history: the ChromaDB client, every query scoped to rooms.
 //! - [`commands`], [`strings`]: chat commands (pure parse, then execute) and all user-facing text.
 //! - [`events`], [`dispatch`]: inbox → per-room ordered handling → replies.
@@ -23,6 +24,7 @@
 
 pub mod access;
 pub mod appservice;
+pub mod browser;
 pub mod chat;
 pub mod commands;
 pub mod config;
