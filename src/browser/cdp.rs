@@ -123,7 +123,8 @@ impl Cdp {
         let params = serde_json::to_value(&command)
             .map_err(|e| CdpError::Decode { method: method.to_string(), detail: e.to_string() })?;
         let value = self.call_raw(method.clone(), session, params).await?;
-        C::response_from_value(value).map_err(|e| CdpError::Decode { method: method.to_string(), detail: e.to_string() })
+        C::response_from_value(value)
+            .map_err(|e| CdpError::Decode { method: method.to_string(), detail: e.to_string() })
     }
 
     /// Sends a command by name with JSON parameters (for parameters the generated types lack).
@@ -212,7 +213,9 @@ async fn drive(
                 errors = 0;
                 if let Some((method, reply)) = pending.remove(&response.id) {
                     let result = match (response.result, response.error) {
-                        (_, Some(error)) => Err(CdpError::Protocol { method: method.to_string(), message: error.message }),
+                        (_, Some(error)) => {
+                            Err(CdpError::Protocol { method: method.to_string(), message: error.message })
+                        }
                         (Some(result), None) => Ok(result),
                         (None, None) => Ok(serde_json::Value::Object(Default::default())),
                     };

@@ -143,7 +143,11 @@ async fn launch(path: &Path) -> Result<Running, String> {
             return Err(format!("{} exited at start ({status}): {}", path.display(), last_words()));
         }
         if Instant::now() > deadline {
-            return Err(format!("{} opened no DevTools port within {LAUNCH_TIMEOUT:?}: {}", path.display(), last_words()));
+            return Err(format!(
+                "{} opened no DevTools port within {LAUNCH_TIMEOUT:?}: {}",
+                path.display(),
+                last_words()
+            ));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
@@ -173,11 +177,7 @@ async fn attach(url: &str) -> Result<Running, String> {
         url.to_owned()
     } else {
         let version_url = parsed.join("/json/version").map_err(|e| e.to_string())?;
-        let http = reqwest::Client::builder()
-            .timeout(ATTACH_TIMEOUT)
-            .no_proxy()
-            .build()
-            .map_err(|e| e.to_string())?;
+        let http = reqwest::Client::builder().timeout(ATTACH_TIMEOUT).no_proxy().build().map_err(|e| e.to_string())?;
         let version: serde_json::Value = http
             .get(version_url.clone())
             .send()

@@ -34,7 +34,8 @@ impl reqwest::dns::Resolve for GuardResolver {
             // Port 0: only exceptions that name no port apply here; port-specific ones take the
             // pinned one-off client of `Fetcher::client_for`.
             let host = Host::Domain(name.as_str().to_owned());
-            let addrs = guard.resolve(&host, 0).await.map_err(|r| Box::new(r) as Box<dyn std::error::Error + Send + Sync>)?;
+            let addrs =
+                guard.resolve(&host, 0).await.map_err(|r| Box::new(r) as Box<dyn std::error::Error + Send + Sync>)?;
             Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
         })
     }
@@ -51,12 +52,17 @@ pub struct Fetcher {
 impl Fetcher {
     /// A fetcher with `[browser]`'s exceptions, byte limit and timeout.
     pub fn from_config(config: &crate::config::Browser) -> Result<Self, String> {
-        Self::new(Guard::new(&config.allow_hosts)?, config.max_page_bytes, Duration::from_secs(config.page_timeout_secs))
+        Self::new(
+            Guard::new(&config.allow_hosts)?,
+            config.max_page_bytes,
+            Duration::from_secs(config.page_timeout_secs),
+        )
     }
 
     pub fn new(guard: Guard, max_bytes: u64, timeout: Duration) -> Result<Self, String> {
         let guard = Arc::new(guard);
-        let client = builder(timeout).dns_resolver(Arc::new(GuardResolver(guard.clone()))).build().map_err(|e| e.to_string())?;
+        let client =
+            builder(timeout).dns_resolver(Arc::new(GuardResolver(guard.clone()))).build().map_err(|e| e.to_string())?;
         Ok(Self { client, guard, max_bytes, timeout })
     }
 
@@ -70,13 +76,17 @@ impl Fetcher {
         for _ in 0..=MAX_REDIRECTS {
             let (host, port) = self.guard.check_url(&url)?;
             let client = self.client_for(&host, port).await?;
-            let response = client.get(url.clone()).send().await.map_err(|e| transport_error(&e, &host, self.timeout))?;
+            let response =
+                client.get(url.clone()).send().await.map_err(|e| transport_error(&e, &host, self.timeout))?;
             let status = response.status();
             if status.is_redirection()
                 && let Some(location) = response.headers().get(reqwest::header::LOCATION)
             {
-                let location = location.to_str().map_err(|_| BrowseError::InvalidUrl("a redirect to an unreadable Location".into()))?;
-                url = url.join(location).map_err(|e| BrowseError::InvalidUrl(format!("redirect to {location}: {e}")))?;
+                let location = location
+                    .to_str()
+                    .map_err(|_| BrowseError::InvalidUrl("a redirect to an unreadable Location".into()))?;
+                url =
+                    url.join(location).map_err(|e| BrowseError::InvalidUrl(format!("redirect to {location}: {e}")))?;
                 continue;
             }
             if status.as_u16() >= 400 {
@@ -94,7 +104,10 @@ impl Fetcher {
             let body = self.read_body(response, &host).await?;
             return Ok(Fetched { final_url: url, status: status.as_u16(), content_type, body });
         }
-        Err(BrowseError::Unreachable { host: url.host_str().unwrap_or_default().to_owned(), detail: format!("more than {MAX_REDIRECTS} redirects") })
+        Err(BrowseError::Unreachable {
+            host: url.host_str().unwrap_or_default().to_owned(),
+            detail: format!("more than {MAX_REDIRECTS} redirects"),
+        })
     }
 
     /// The pooled client, or for a name excepted on this port only, a one-off client pinned to

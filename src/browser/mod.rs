@@ -153,7 +153,15 @@ impl Browser {
             tokio::select! {
                 biased;
                 _ = &mut cancel => Err(BrowseError::Cancelled),
-                r = tokio::time::timeout(timeout, run) => r.unwrap_or(Err(BrowseError::Timeout(timeout.as_secs()))),
+                _ = proxy.exceeded() => Err(BrowseError::TooBig { limit: self.inner.max_page_bytes }),
+                r = tokio::time::timeout(timeout, run) => r.unwrap_or_else(|_| Err(
+                    // A page cut off at its byte budget may never finish loading: say why.
+                    if proxy.report().over_budget {
+                        BrowseError::TooBig { limit: self.inner.max_page_bytes }
+                    } else {
+                        BrowseError::Timeout(timeout.as_secs())
+                    }
+                )),
             }
         };
         if let Some(lease) = lease {
@@ -171,7 +179,9 @@ impl Browser {
         let (cdp, devtools) = self.connection().await?;
         let version = cdp.call(None, cdp_browser::GetVersionParams::default()).await?;
         Ok(match &self.inner.source {
-            Source::Launch { path } => format!("{} (launched {}, DevTools {devtools})", version.product, path.display()),
+            Source::Launch { path } => {
+                format!("{} (launched {}, DevTools {devtools})", version.product, path.display())
+            }
             Source::Attach { url } => format!("{} (attached at {url})", version.product),
         })
     }

@@ -69,6 +69,8 @@ struct State {
     over: AtomicBool,
     events: Mutex<Vec<ProxyEvent>>,
     stop: CancellationToken,
+    /// Cancelled when the page goes past its budget.
+    exceeded: CancellationToken,
 }
 
 impl State {
@@ -92,6 +94,7 @@ impl State {
         let used = self.used.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
         if used > self.budget {
             if !self.over.swap(true, Ordering::Relaxed) {
+                self.exceeded.cancel();
                 tracing::warn!(budget = self.budget, "browser: page went past its byte budget; connections cut");
             }
             return false;
@@ -122,6 +125,7 @@ impl GuardProxy {
             over: AtomicBool::new(false),
             events: Mutex::new(Vec::new()),
             stop: CancellationToken::new(),
+            exceeded: CancellationToken::new(),
         });
         tokio::spawn(accept_loop(listener, state.clone()));
         Ok(Self { addr, state })
@@ -134,6 +138,11 @@ impl GuardProxy {
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Resolves when the page goes past its byte budget.
+    pub async fn exceeded(&self) {
+        self.state.exceeded.cancelled().await
     }
 
     pub fn report(&self) -> ProxyReport {
@@ -221,7 +230,12 @@ async fn checked_addrs(state: &State, url: &url::Url) -> Result<(String, u16, Ve
 }
 
 /// Connects to the first checked address that answers.
-async fn connect_any(state: &State, host: &str, port: u16, addrs: &[SocketAddr]) -> Result<TcpStream, Response<ProxyBody>> {
+async fn connect_any(
+    state: &State,
+    host: &str,
+    port: u16,
+    addrs: &[SocketAddr],
+) -> Result<TcpStream, Response<ProxyBody>> {
     let mut last = String::from("no address");
     for addr in addrs {
         match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
@@ -287,16 +301,10 @@ async fn tunnel(state: &State, client: TokioIo<hyper::upgrade::Upgraded>, upstre
         }
         let _ = client_write.shutdown().await;
     };
-    // Past the budget the download side ends: the tunnel closes with it.
+    // Past the budget every tunnel of the page closes.
     tokio::select! {
         _ = async { tokio::join!(upload, download) } => {}
-        _ = wait_over_budget(state) => {}
-    }
-}
-
-async fn wait_over_budget(state: &State) {
-    while !state.is_over() {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        _ = state.exceeded.cancelled() => {}
     }
 }
 
@@ -339,10 +347,14 @@ async fn forward(state: Arc<State>, req: Request<Incoming>) -> Response<ProxyBod
     {
         parts.headers.insert(header::HOST, v);
     }
-    let response = match tokio::time::timeout(RESPONSE_TIMEOUT, sender.send_request(Request::from_parts(parts, body))).await {
+    let response = match tokio::time::timeout(RESPONSE_TIMEOUT, sender.send_request(Request::from_parts(parts, body)))
+        .await
+    {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => return refusal_response(StatusCode::BAD_GATEWAY, "unreachable", &format!("{host}:{port}: {e}")),
-        Err(_) => return refusal_response(StatusCode::GATEWAY_TIMEOUT, "timeout", &format!("{host}:{port} did not answer")),
+        Err(_) => {
+            return refusal_response(StatusCode::GATEWAY_TIMEOUT, "timeout", &format!("{host}:{port} did not answer"));
+        }
     };
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);

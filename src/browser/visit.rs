@@ -19,13 +19,24 @@ use url::Url;
 pub const VIEWPORT: (u32, u32) = (1280, 800);
 /// Largest screenshot; a PNG past it is taken again as JPEG.
 pub const MAX_SCREENSHOT_BYTES: usize = 1536 * 1024;
-/// After `load`, how long to wait for the network to go quiet (scripts still fetching).
+/// After `load`, the longest wait for the network to go quiet (scripts still fetching).
 const SETTLE: Duration = Duration::from_secs(2);
+/// Quiet means no request of the page in flight for this long.
+const QUIET: Duration = Duration::from_millis(300);
 /// HTML read out of the page for extraction, in characters.
 const MAX_HTML_CHARS: usize = 2_000_000;
 /// Schemes a page may not load even in a frame; the proxy sees only http(s) and WebSockets,
 /// so these are refused in the tab itself (`data:` and `blob:` stay allowed inside a page).
-const REFUSED_SCHEMES: &[&str] = &["file:*", "chrome:*", "chrome-extension:*", "chrome-untrusted:*", "view-source:*", "ftp:*", "devtools:*", "filesystem:*"];
+const REFUSED_SCHEMES: &[&str] = &[
+    "file:*",
+    "chrome:*",
+    "chrome-extension:*",
+    "chrome-untrusted:*",
+    "view-source:*",
+    "ftp:*",
+    "devtools:*",
+    "filesystem:*",
+];
 
 /// The main document's response, as the tab saw it.
 #[derive(Debug, Clone)]
@@ -42,6 +53,8 @@ struct Tab<'a> {
     events: mpsc::Receiver<Event>,
     frame: String,
     document: Option<Document>,
+    /// Requests (and WebSockets) of the page still in flight, by request id.
+    in_flight: std::collections::HashSet<String>,
 }
 
 impl Tab<'_> {
@@ -84,11 +97,24 @@ impl Tab<'_> {
                 let fail = fetch::FailRequestParams::new(id, network::ErrorReason::BlockedByClient);
                 let _ = self.call(fail).await;
             }
+            "Network.requestWillBeSent" | "Network.webSocketCreated" => {
+                if let Some(id) = p["requestId"].as_str() {
+                    self.in_flight.insert(id.to_owned());
+                }
+            }
+            "Network.loadingFinished"
+            | "Network.loadingFailed"
+            | "Network.webSocketClosed"
+            | "Network.webSocketFrameError"
+            | "Network.webSocketHandshakeResponseReceived" => {
+                if let Some(id) = p["requestId"].as_str() {
+                    self.in_flight.remove(id);
+                }
+            }
             "Network.responseReceived" if p["type"] == "Document" && p["frameId"] == self.frame.as_str() => {
                 let r = &p["response"];
-                let from_guard = r["headers"]
-                    .as_object()
-                    .is_some_and(|h| h.keys().any(|k| k.eq_ignore_ascii_case(GUARD_HEADER)));
+                let from_guard =
+                    r["headers"].as_object().is_some_and(|h| h.keys().any(|k| k.eq_ignore_ascii_case(GUARD_HEADER)));
                 self.document = Some(Document {
                     url: r["url"].as_str().unwrap_or_default().to_owned(),
                     status: r["status"].as_u64().unwrap_or(0) as u16,
@@ -99,6 +125,27 @@ impl Tab<'_> {
             _ => {}
         }
         Ok(())
+    }
+
+    /// Waits (up to `until`) for no request to be in flight for [`QUIET`].
+    async fn settle(&mut self, until: Instant) -> Result<(), BrowseError> {
+        loop {
+            let quiet_at = Instant::now() + QUIET;
+            if quiet_at > until {
+                return Ok(());
+            }
+            // Any event restarts the quiet period while requests are in flight; with none in
+            // flight, only a new request does.
+            let idle = self.in_flight.is_empty();
+            let got = self
+                .pump(quiet_at, |e| {
+                    !idle || matches!(e.method.as_str(), "Network.requestWillBeSent" | "Network.webSocketCreated")
+                })
+                .await?;
+            if !got && self.in_flight.is_empty() {
+                return Ok(());
+            }
+        }
     }
 }
 
@@ -125,7 +172,14 @@ pub async fn visit(
     let session = cdp.call(None, attach).await?.session_id;
     let session: String = session.as_ref().to_owned();
     let events = cdp.subscribe(&session).await?;
-    let mut tab = Tab { cdp, session, events, frame: target_id.as_ref().to_owned(), document: None };
+    let mut tab = Tab {
+        cdp,
+        session,
+        events,
+        frame: target_id.as_ref().to_owned(),
+        document: None,
+        in_flight: Default::default(),
+    };
     let result = load_and_read(&mut tab, proxy, url, max_bytes).await;
     cdp.unsubscribe(&tab.session);
     result
@@ -157,8 +211,7 @@ async fn load_and_read(tab: &mut Tab<'_>, proxy: &GuardProxy, url: &Url, max_byt
     // The page timeout (around the whole visit) bounds the wait for `load`.
     let far = Instant::now() + Duration::from_secs(24 * 3600);
     tab.pump(far, |e| lifecycle(e, &frame, loader.as_deref(), &["load"])).await?;
-    let settle_until = Instant::now() + SETTLE;
-    tab.pump(settle_until, |e| lifecycle(e, &frame, None, &["networkIdle"])).await?;
+    tab.settle(Instant::now() + SETTLE).await?;
     if let Some(err) = judge(tab.document.as_ref(), &proxy.report(), url, None, max_bytes) {
         return Err(err);
     }
@@ -178,7 +231,14 @@ async fn load_and_read(tab: &mut Tab<'_>, proxy: &GuardProxy, url: &Url, max_byt
             .map_err(|e| BrowseError::Unavailable(format!("text extraction failed: {e}")))?
     };
     let blocked = report.events.iter().filter(|e| matches!(e, ProxyEvent::Refused { .. })).count();
-    Ok(Page { title: read.title, final_url, main_text, main_text_truncated: truncated, screenshot, blocked_requests: blocked })
+    Ok(Page {
+        title: read.title,
+        final_url,
+        main_text,
+        main_text_truncated: truncated,
+        screenshot,
+        blocked_requests: blocked,
+    })
 }
 
 /// What the page's document and the proxy say went wrong, if anything.
@@ -204,7 +264,10 @@ fn judge(
                 .and_then(|u| report.event_for(u.host_str()?, u.port_or_known_default()?).cloned())
                 .or_else(|| report.events.last().cloned());
             return Some(event.map_or_else(
-                || BrowseError::Unreachable { host: url.host_str().unwrap_or_default().into(), detail: "refused".into() },
+                || BrowseError::Unreachable {
+                    host: url.host_str().unwrap_or_default().into(),
+                    detail: "refused".into(),
+                },
                 |e| from_event(&e),
             ));
         }
@@ -262,7 +325,11 @@ async fn read_page(tab: &Tab<'_>) -> Result<Read, BrowseError> {
 /// The viewport as PNG, or as JPEG when the PNG would be too large.
 async fn screenshot(tab: &Tab<'_>) -> Result<Screenshot, BrowseError> {
     use page::CaptureScreenshotFormat as Format;
-    for (format, quality, mimetype) in [(Format::Png, None, "image/png"), (Format::Jpeg, Some(75), "image/jpeg"), (Format::Jpeg, Some(40), "image/jpeg")] {
+    for (format, quality, mimetype) in [
+        (Format::Png, None, "image/png"),
+        (Format::Jpeg, Some(75), "image/jpeg"),
+        (Format::Jpeg, Some(40), "image/jpeg"),
+    ] {
         let params = page::CaptureScreenshotParams {
             format: Some(format),
             quality,
@@ -297,8 +364,14 @@ mod tests {
         let url = Url::parse("http://example.org/").unwrap();
         let none = ProxyReport::default();
         assert_eq!(judge(Some(&doc(200, "text/html", false)), &none, &url, None, 10), None);
-        assert!(matches!(judge(Some(&doc(404, "text/html", false)), &none, &url, None, 10), Some(BrowseError::Http { status: 404, .. })));
-        assert!(matches!(judge(Some(&doc(200, "application/pdf", false)), &none, &url, None, 10), Some(BrowseError::NotHtml { .. })));
+        assert!(matches!(
+            judge(Some(&doc(404, "text/html", false)), &none, &url, None, 10),
+            Some(BrowseError::Http { status: 404, .. })
+        ));
+        assert!(matches!(
+            judge(Some(&doc(200, "application/pdf", false)), &none, &url, None, 10),
+            Some(BrowseError::NotHtml { .. })
+        ));
         let refused = ProxyReport {
             events: vec![ProxyEvent::Refused {
                 host: "127.0.0.1".into(),
@@ -314,6 +387,9 @@ mod tests {
         let e = judge(None, &none, &url, Some("net::ERR_NAME_NOT_RESOLVED"), 10).unwrap();
         assert!(matches!(e, BrowseError::Dns { .. }), "{e:?}");
         let over = ProxyReport { over_budget: true, ..Default::default() };
-        assert_eq!(judge(Some(&doc(200, "text/html", false)), &over, &url, None, 10), Some(BrowseError::TooBig { limit: 10 }));
+        assert_eq!(
+            judge(Some(&doc(200, "text/html", false)), &over, &url, None, 10),
+            Some(BrowseError::TooBig { limit: 10 })
+        );
     }
 }
