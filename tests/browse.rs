@@ -325,3 +325,103 @@ async fn timing_probe() {
         eprintln!("{path} {:?}", t.elapsed());
     }
 }
+
+/// N.eko's case: a Chromium someone else runs, with a person's tab open in it. The agent browses
+/// in contexts of its own behind the same guard, never attaches to the person's tab, and leaves
+/// the browser running when it goes.
+#[tokio::test]
+async fn an_attached_shared_chromium_keeps_the_persons_tab_and_the_guard_holds() {
+    let web = Web::get();
+    let port = common::free_port();
+    let profile = common::scratch_dir("shared-chromium");
+    let persons_tab = web.url("/page/77");
+    let log = profile.join("chromium.log");
+    common::spawn_watched(
+        "/usr/bin/chromium",
+        &[
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            &format!("--remote-debugging-port={port}"),
+            &format!("--user-data-dir={}", profile.join("profile").display()),
+            &persons_tab,
+        ],
+        &log,
+        None,
+        None,
+    );
+    let cdp_url = format!("http://127.0.0.1:{port}");
+    // Chromium's DevTools HTTP server speaks HTTP/1.1 only.
+    let version_ok = || async {
+        reqwest::get(format!("http://127.0.0.1:{port}/json/version")).await.is_ok_and(|r| r.status().is_success())
+    };
+    common::wait_for("the shared Chromium", Duration::from_secs(20), || async { version_ok().await.then_some(()) })
+        .await;
+    let list = || async {
+        let v: serde_json::Value = reqwest::get(format!("{cdp_url}/json/list")).await.unwrap().json().await.unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| t["type"] == "page")
+            .map(|t| t["url"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    common::wait_for("the person's tab", Duration::from_secs(10), || async {
+        list().await.contains(&persons_tab).then_some(())
+    })
+    .await;
+
+    let b =
+        Browser::from_config(&config::Browser { cdp_url: cdp_url.clone(), ..browser_config(web, 10, 2 * 1024 * 1024) })
+            .unwrap();
+    assert!(b.probe().await.unwrap().contains("attached"), "probe names the attached browser");
+    let page = b.browse(&web.url("/"), never()).await.unwrap();
+    assert_eq!(page.title, PAGE_TITLE);
+    let hostile = b.browse(&web.url("/hostile/img"), never()).await.unwrap();
+    assert!(hostile.blocked_requests >= 1);
+    assert!(matches!(b.browse(&web.url("/hostile/redirect"), never()).await, Err(BrowseError::Blocked(_))));
+    assert_eq!(b.browser_contexts().await.unwrap(), 0);
+
+    // The person's tab: still open, still where it was, and never attached to by the agent.
+    let cdp = conclave_agent::browser::cdp::Cdp::connect(
+        reqwest::get(format!("{cdp_url}/json/version")).await.unwrap().json::<serde_json::Value>().await.unwrap()
+            ["webSocketDebuggerUrl"]
+            .as_str()
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    let targets = cdp
+        .call(None, chromiumoxide::cdp::browser_protocol::target::GetTargetsParams::default())
+        .await
+        .unwrap()
+        .target_infos;
+    let tab = targets.iter().find(|t| t.url == persons_tab).expect("the person's tab is still open");
+    assert!(!tab.attached, "the agent attached to the person's tab");
+    drop(b);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(version_ok().await, "the shared Chromium was closed");
+    assert!(list().await.contains(&persons_tab));
+    assert_secret_untouched(web);
+}
+
+#[tokio::test]
+async fn the_probe_names_the_browser() {
+    let web = Web::get();
+    let b = browser(web);
+    let line = b.probe().await.unwrap();
+    assert!(line.contains("Chrome/") && line.contains("launched /usr/bin/chromium"), "{line}");
+    let broken = Browser::from_config(&config::Browser {
+        chromium_path: "/nonexistent/chromium".into(),
+        ..browser_config(web, 5, 1 << 20)
+    })
+    .unwrap();
+    let err = broken.probe().await.unwrap_err();
+    assert!(matches!(&err, BrowseError::Unavailable(m) if m.contains("/nonexistent/chromium")), "{err:?}");
+    let r = broken.browse(&web.url("/"), never()).await;
+    assert!(matches!(r, Err(BrowseError::Unavailable(_))), "{r:?}");
+}
