@@ -351,6 +351,13 @@ impl ConfigError {
     }
 }
 
+/// The localpart grammar for new user ids (the spec's `[a-z0-9._=\-/+]+`); ruma also accepts
+/// historical ids, which we must never create.
+pub fn is_conforming_localpart(localpart: &str) -> bool {
+    !localpart.is_empty()
+        && localpart.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._=-/+".contains(&b))
+}
+
 /// `appservice.as_token` → `CONCLAVE_APPSERVICE__AS_TOKEN`.
 pub fn env_var_for(key: &str) -> String {
     format!("{ENV_PREFIX}{}", key.replace('.', "__").to_uppercase())
@@ -402,7 +409,7 @@ impl Config {
         }
         self.sender_user_id()?;
         non_empty("appservice.ghost_prefix", &a.ghost_prefix)?;
-        if !crate::registration::is_conforming_localpart(&a.ghost_prefix) {
+        if !is_conforming_localpart(&a.ghost_prefix) {
             return Err(ConfigError::key(
                 "appservice.ghost_prefix",
                 "use only a-z, 0-9 and . _ = - / + (Matrix user id grammar)",
@@ -446,7 +453,7 @@ impl Config {
             non_empty("browser.chromium_path", &b.chromium_path)?;
         }
         for (i, h) in b.allow_hosts.iter().enumerate() {
-            h.parse::<crate::browser::guard::AllowHost>()
+            h.parse::<crate::guard::AllowHost>()
                 .map_err(|r| ConfigError::key(&format!("browser.allow_hosts[{i}]"), r))?;
         }
         positive("browser.max_tabs", b.max_tabs as u64)?;
@@ -470,7 +477,7 @@ impl Config {
     }
 
     pub fn sender_user_id(&self) -> Result<OwnedUserId, ConfigError> {
-        if !crate::registration::is_conforming_localpart(&self.appservice.sender_localpart) {
+        if !is_conforming_localpart(&self.appservice.sender_localpart) {
             return Err(ConfigError::key(
                 "appservice.sender_localpart",
                 "use only a-z, 0-9 and . _ = - / + (Matrix user id grammar)",

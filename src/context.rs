@@ -1,11 +1,10 @@
 //! What event handlers share: the store, the backend clients, and the policy derived from config.
 
 use crate::access::Access;
-use crate::commands::task::Tasks;
 use crate::config::Config;
-use crate::events::HandleError;
 use crate::llm::LlmClient;
-use crate::matrix::MatrixClient;
+use crate::matrix::{MatrixClient, MatrixError};
+use crate::planka::Tasks;
 use crate::rag::Rag;
 use crate::registration::Namespace;
 use crate::store::Store;
@@ -113,7 +112,7 @@ impl Context {
     }
 
     /// A direct chat: the agent and exactly one other member.
-    pub async fn is_direct_chat(&self, room: &RoomId) -> Result<bool, HandleError> {
+    pub async fn is_direct_chat(&self, room: &RoomId) -> Result<bool, MatrixError> {
         let cached = self.members.lock().expect("not poisoned").get(room).copied();
         let count = match cached {
             Some((count, at)) if at.elapsed() < MEMBERS_TTL => count,

@@ -1,6 +1,6 @@
 //! What can go wrong with one browse, in words a chat reply can show.
 
-use super::guard::Refusal;
+use crate::guard::Refusal;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BrowseError {

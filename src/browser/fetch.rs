@@ -4,7 +4,7 @@
 //! redirects followed by hand and checked again at every hop, bounded in size and time.
 
 use super::error::BrowseError;
-use super::guard::{Guard, Refusal};
+use crate::guard::{Guard, Refusal};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;

@@ -2,7 +2,8 @@
 //! whose traffic goes through the agent's guard proxy (invariant 6), and the guarded plain HTTP
 //! fetcher the knowledge-base crawler uses.
 //!
-//! - [`guard`]: which URLs, names and addresses may be reached (every IP spelling, every wrapping).
+//! - [`crate::guard`]: which URLs, names and addresses may be reached (every IP spelling, every
+//!   wrapping), shared with config validation.
 //! - [`proxy`]: the forward proxy each browse context uses; resolves, checks and connects itself.
 //! - [`fetch`]: plain HTTP GETs with the same guard (pinned resolver, redirects re-checked).
 //! - [`cdp`], [`chromium`]: the DevTools connection; launching or attaching to Chromium.
@@ -15,13 +16,12 @@ pub mod chromium;
 mod error;
 pub mod extract;
 pub mod fetch;
-pub mod guard;
 pub mod proxy;
 mod visit;
 
+pub use crate::guard::{BlockReason, Guard, Refusal};
 pub use error::BrowseError;
 pub use fetch::{Fetched, Fetcher};
-pub use guard::{BlockReason, Guard, Refusal};
 pub use visit::{MAX_SCREENSHOT_BYTES, VIEWPORT};
 
 use cdp::Cdp;

@@ -5,7 +5,7 @@
 //! and counts the bytes the page loads against its budget. One proxy per browse, so a budget and
 //! a refusal log belong to one page; dropping it closes every connection it holds.
 
-use super::guard::{Guard, Refusal};
+use crate::guard::{Guard, Refusal};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, combinators::BoxBody};

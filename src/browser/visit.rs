@@ -353,7 +353,7 @@ async fn screenshot(tab: &Tab<'_>) -> Result<Screenshot, BrowseError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::browser::guard::{BlockReason, Refusal};
+    use crate::guard::{BlockReason, Refusal};
 
     fn doc(status: u16, mime: &str, from_guard: bool) -> Document {
         Document { url: "http://127.0.0.1:9/".into(), status, mime: mime.into(), from_guard }

@@ -1,4 +1,5 @@
-//! The address guard (invariant 6): which URLs, hosts and addresses browsing may reach.
+//! The address guard (invariant 6): which URLs, hosts and addresses browsing may reach (the
+//! browser's proxy and the guarded fetcher enforce it; config validates its exceptions).
 //!
 //! Every decision is made on a parsed [`url::Host`] or a resolved [`IpAddr`], never on a string, so
 //! `127.1`, `0177.0.0.1`, `0x7f000001`, `2130706433` and `[::ffff:7f00:1]` are all the loopback
