@@ -75,6 +75,11 @@ impl Fetcher {
     async fn get_inner(&self, mut url: Url) -> Result<Fetched, BrowseError> {
         for _ in 0..=MAX_REDIRECTS {
             let (host, port) = self.guard.check_url(&url)?;
+            if url.scheme() == "https" {
+                // reqwest is built without TLS in this crate so far (no client needed it); the
+                // crawler's issue adds it. Chromium's browsing does its own TLS.
+                return Err(BrowseError::Unavailable("fetching https:// needs TLS support, not built in yet".into()));
+            }
             let client = self.client_for(&host, port).await?;
             let response =
                 client.get(url.clone()).send().await.map_err(|e| transport_error(&e, &host, self.timeout))?;
