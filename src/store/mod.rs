@@ -1,4 +1,4 @@
-//! Durable state: seen transactions, the event inbox, per-room state, the indexing queue.
+//! Durable state: seen transactions, the event inbox, per-room state, the indexing queue, jobs.
 //!
 //! One code path over `sqlx::Any`: SQLite (WAL, the embedded default) or PostgreSQL (the
 //! container). Queries use `$N` placeholders, which both accept; times are i64 milliseconds and
@@ -7,6 +7,7 @@
 mod backfill;
 mod inbox;
 mod index;
+mod jobs;
 mod rooms;
 mod settings;
 mod tasks;
@@ -14,6 +15,7 @@ mod tasks;
 pub use backfill::{Backfill, BackfillPage, HistoryMessage};
 pub use inbox::{InboxItem, NewEvent};
 pub use index::{IndexJob, IndexOp, IndexWrite};
+pub use jobs::{CancelTarget, Job, JobState, NewJob};
 pub use settings::{RoomSettings, UsageTotals, today};
 pub use tasks::{Binding, TaskCard};
 
@@ -61,6 +63,22 @@ pub enum StoreError {
     Write(String),
     #[error("the store is closed")]
     Closed,
+}
+
+/// A change a room lane decides while handling one event. The dispatcher writes it in the database
+/// transaction that removes the event from the inbox: it happens exactly when the event counts as
+/// handled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Write {
+    Index(IndexWrite),
+    Job(NewJob),
+    Cancel { target: CancelTarget, by: String },
+}
+
+impl From<IndexWrite> for Write {
+    fn from(write: IndexWrite) -> Self {
+        Self::Index(write)
+    }
 }
 
 /// Handle to the database; cheap to clone.
