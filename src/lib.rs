@@ -16,7 +16,8 @@
 //!   error type and the one way to reply, a message edited in place, and the durable job queue with
 //!   its workers (slow work, off the rooms' lanes).
 //! - Features: [`chat`] (when and how the agent answers), [`commands`] (executing commands),
-//!   [`backfill`] (reading a room's earlier history into the index).
+//!   [`backfill`] (reading a room's earlier history into the index), [`browse`] (`!browse`: a page,
+//!   its screenshot and an answer from it).
 //! - The lane: [`events`] (one inbox event → its effects: quick replies, or a job), [`dispatch`]
 //!   (inbox → per-room ordered handling), [`work`] (which feature runs each kind of job).
 //! - [`appservice`] (the HTTP API the homeserver calls), [`service`] (`serve`), [`ops`] (the
@@ -31,6 +32,7 @@
 pub mod access;
 pub mod appservice;
 pub mod backfill;
+pub mod browse;
 pub mod browser;
 pub mod chat;
 pub mod commands;
