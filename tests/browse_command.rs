@@ -102,6 +102,46 @@ async fn browse_posts_a_screenshot_and_an_answer_from_the_page() {
     assert!(web.secret_requests().is_empty());
 }
 
+/// Processes whose parent is `parent` and whose command line names chromium.
+fn chromium_children(parent: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let ppid = stat.rsplit_once(')').and_then(|(_, a)| a.split_whitespace().nth(1)?.parse::<u32>().ok());
+        let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if ppid == Some(parent) && cmdline.contains("chromium") {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn the_agents_chromium_does_not_outlive_a_killed_agent() {
+    let web = Web::get();
+    let llm = FakeLlm::start().await;
+    let mut agent = agent(&llm, web).await;
+    let alice = User::register("alice").await;
+    let room = alice.group_room_with(&agent.user_id()).await;
+    let trigger = alice.send_text(&room, &format!("!browse {}", web.url("/"))).await;
+    replies(&alice, &room, &agent, &trigger, 3).await;
+    let chromium = chromium_children(agent.pid().unwrap());
+    assert!(!chromium.is_empty(), "the agent launched Chromium");
+    agent.kill9();
+    wait_for("Chromium to end after the agent", Duration::from_secs(15), || async {
+        chromium
+            .iter()
+            .all(|p| {
+                let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+                // Gone, or a zombie waiting for init to reap it.
+                stat.is_empty() || stat.rsplit_once(')').is_some_and(|(_, a)| a.trim_start().starts_with('Z'))
+            })
+            .then_some(())
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn a_refused_address_is_one_clear_reply_and_the_model_is_not_asked() {
     let web = Web::get();

@@ -151,10 +151,35 @@ async fn launch(path: &Path) -> Result<Running, String> {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
+    watch_for_our_death(child.id(), profile.path());
     let devtools = SocketAddr::from(([127, 0, 0, 1], port));
     let cdp = Cdp::connect(&format!("ws://{devtools}{ws_path}")).await.map_err(|e| e.to_string())?;
     tracing::info!(pid = child.id(), %devtools, "browser: launched Chromium");
     Ok(Running { cdp, devtools, process: Some(Launched { child, _profile: profile }) })
+}
+
+/// A launched Chromium outlives an agent killed with SIGKILL (no destructor runs): a small shell
+/// loop ends it (and removes its profile) within two seconds of the agent's death, and ends
+/// itself with Chromium.
+fn watch_for_our_death(chromium: Option<u32>, profile: &Path) {
+    let Some(chromium) = chromium else { return };
+    let agent = std::process::id();
+    let script = format!(
+        "while kill -0 {agent} 2>/dev/null && kill -0 {chromium} 2>/dev/null; do sleep 2; done; \
+         kill -0 {agent} 2>/dev/null || {{ kill -9 {chromium} 2>/dev/null; sleep 1; rm -rf \"$0\"; }}"
+    );
+    let spawned = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .arg(profile)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+    match spawned {
+        // Reaped when it ends, so it leaves no zombie.
+        Ok(mut watchdog) => drop(std::thread::spawn(move || watchdog.wait())),
+        Err(e) => tracing::warn!(error = %e, "browser: no watchdog for Chromium; it may outlive a killed agent"),
+    }
 }
 
 fn parse_active_port(text: &str) -> Option<(u16, String)> {
