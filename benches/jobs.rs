@@ -76,6 +76,9 @@ async fn reply_to(sent: &mut UnboundedReceiver<Sent>, id: &str) -> Instant {
 
 #[tokio::main]
 async fn main() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
+    }
     let pings: usize = env_or("BENCH_PINGS", 200);
     let questions: usize = env_or("BENCH_QUESTIONS", 500);
     let levels: Vec<usize> = std::env::var("BENCH_LEVELS")

@@ -1,7 +1,9 @@
 //! One message edited in place to show how slow work goes: a job's status, a streamed answer, a
 //! coding agent's progress. Updates are coalesced to at most one edit per interval and never wait
-//! for the homeserver; the last text always lands; [`Progress::finish`] ends it with a final text.
-//! Edits are cosmetic (clients show the latest), so a failed intermediate edit is only logged.
+//! for the homeserver; the last text always lands. [`Progress::finish`] ends it with a final text,
+//! sent at once (the end of a stream is shown without delay; only the edits on the way are
+//! coalesced). Edits are cosmetic (clients show the latest), so a failed intermediate edit is only
+//! logged.
 
 use crate::matrix::{MatrixClient, MatrixError, txn_id_for};
 use ruma::events::room::message::RoomMessageEventContent;
@@ -73,8 +75,7 @@ impl Progress {
         });
     }
 
-    /// Shows `text` as the message's last state (after the interval, if an edit just went out)
-    /// and returns once it landed.
+    /// Shows `text` as the message's last state, at once, and returns once it landed.
     pub async fn finish(self, text: impl Into<String>) -> Result<OwnedEventId, MatrixError> {
         let _ = self.updates.send(Update { text: text.into(), last: true });
         match self.editor.await {
@@ -84,7 +85,12 @@ impl Progress {
     }
 }
 
-/// Sends the latest update at most once per `interval` until the last one.
+/// Resolves when the last update has been sent (or the handle is gone).
+async fn until_last(rx: &mut watch::Receiver<Update>) {
+    let _ = rx.wait_for(|u| u.last).await;
+}
+
+/// Sends the latest update at most once per `interval` until the last one, which goes at once.
 async fn edit_loop(
     poster: Poster,
     event_id: OwnedEventId,
@@ -100,8 +106,14 @@ async fn edit_loop(
         if rx.changed().await.is_err() {
             return Ok(()); // the handle was dropped without finishing: nothing more to show
         }
-        if let Some(at) = last_edit {
-            tokio::time::sleep_until(at + interval).await;
+        if let Some(at) = last_edit
+            && !rx.borrow().last
+        {
+            // Coalesce: whatever arrives meanwhile replaces this update. A last update cuts it short.
+            tokio::select! {
+                () = tokio::time::sleep_until(at + interval) => {}
+                () = until_last(&mut rx) => {}
+            }
         }
         let update = rx.borrow_and_update().clone();
         if shown.as_deref() != Some(update.text.as_str()) {
@@ -111,12 +123,92 @@ async fn edit_loop(
             last_edit = Some(Instant::now());
             match sent {
                 Ok(_) => shown = Some(update.text.clone()),
-                Err(e) if update.last => return Err(e),
+                Err(e) if update.last => {
+                    tracing::warn!(error = %e, "cannot show a progress message's last state");
+                    return Err(e);
+                }
                 Err(e) => tracing::warn!(error = %e, "cannot edit a progress message; the next update tries again"),
             }
         }
         if update.last {
             return Ok(());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secret::Secret;
+    use ruma::events::room::message::RoomMessageEventContent;
+    use std::sync::{Arc, Mutex};
+
+    /// A homeserver that accepts sends and remembers each body with its time.
+    async fn homeserver() -> (MatrixClient, Arc<Mutex<Vec<(std::time::Instant, serde_json::Value)>>>) {
+        let sent: Arc<Mutex<Vec<(std::time::Instant, serde_json::Value)>>> = Arc::default();
+        let log = sent.clone();
+        let app = axum::Router::new().fallback(move |body: axum::body::Bytes| {
+            let log = log.clone();
+            async move {
+                let value: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                let mut log = log.lock().unwrap();
+                log.push((std::time::Instant::now(), value));
+                axum::Json(serde_json::json!({"event_id": format!("$e{}", log.len())}))
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (MatrixClient::new(&url, Secret::new("t"), Duration::from_secs(5)).unwrap(), sent)
+    }
+
+    fn new_text(v: &serde_json::Value) -> &str {
+        v["m.new_content"]["body"].as_str().unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn updates_are_coalesced_and_the_last_text_lands_at_once() {
+        let (matrix, sent) = homeserver().await;
+        let poster =
+            Poster { matrix, user: ruma::user_id!("@agent:x.y").to_owned(), room: ruma::room_id!("!r:x.y").to_owned() };
+        let interval = Duration::from_millis(200);
+        let txn = txn_id_for("$t", "p");
+        let first = RoomMessageEventContent::notice_plain("0");
+        let progress = Progress::start(poster, &txn, &first, "0", interval).await.unwrap();
+        let started = std::time::Instant::now();
+        for i in 1..=50 {
+            progress.update(i.to_string());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let before_finish = std::time::Instant::now();
+        progress.finish("done").await.unwrap();
+        let finished = std::time::Instant::now();
+
+        let sent = sent.lock().unwrap().clone();
+        let edits: Vec<&(std::time::Instant, serde_json::Value)> = sent[1..].iter().collect();
+        let span = before_finish - started;
+        let allowed = (span.as_millis() / interval.as_millis()) as usize + 1;
+        let intermediate = edits.len() - 1;
+        assert!(intermediate <= allowed, "{intermediate} edits in {span:?} at one per {interval:?}");
+        assert!(intermediate >= 2, "updates reach the room while they come: {intermediate}");
+        for pair in edits[..intermediate].windows(2) {
+            assert!(pair[1].0 - pair[0].0 >= interval - Duration::from_millis(5), "edits closer than the interval");
+        }
+        assert_eq!(new_text(&edits[intermediate].1), "done", "the last text lands");
+        assert!(finished - before_finish < interval, "the last text is not held back");
+    }
+
+    #[tokio::test]
+    async fn a_resumed_message_is_edited_with_the_next_update() {
+        let (matrix, sent) = homeserver().await;
+        let poster =
+            Poster { matrix, user: ruma::user_id!("@agent:x.y").to_owned(), room: ruma::room_id!("!r:x.y").to_owned() };
+        let earlier = ruma::event_id!("$earlier").to_owned();
+        let progress = Progress::resume(poster, earlier, Duration::from_millis(100));
+        progress.update("again");
+        progress.finish("again, done").await.unwrap();
+        let sent = sent.lock().unwrap().clone();
+        assert!(sent.iter().all(|(_, v)| v["m.relates_to"]["event_id"] == "$earlier"), "only edits of it");
+        assert_eq!(new_text(&sent.last().unwrap().1), "again, done");
     }
 }

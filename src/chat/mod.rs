@@ -61,15 +61,12 @@ pub async fn run_job(ctx: &Context, job: &RunningJob) -> JobEnd {
         Ok(q) => q,
         Err(reason) => return JobEnd::Failed { reason, told: false },
     };
-    let result = async {
+    let messages = async {
         let settings = ctx.store.room_settings(job.trigger.room_id.as_str()).await?;
-        let messages = context::build(ctx, &job.trigger, &question.question, settings.prompt.as_deref()).await?;
-        let model = settings.model.as_deref().unwrap_or(&ctx.config.llm.chat_model);
-        stream::answer(ctx, job, &messages, model).await
-    }
-    .await;
-    match result {
-        Ok(end) => end,
+        context::build(ctx, &job.trigger, &question.question, settings.prompt.as_deref()).await
+    };
+    match messages.await {
+        Ok(messages) => answer_with(ctx, job, &messages).await,
         Err(e) => Err(e).into(),
     }
 }
