@@ -211,6 +211,12 @@ async fn messages_sent_while_the_embedder_is_down_are_indexed_after_it_returns()
     let w = World::start_with(chroma().config("embedder_outage"), &format!("{}/v1", switch.url), "", "").await;
     let first = w.alice.send_text(&w.room, "before the outage").await;
     w.wait_stored(&first, "the first message", |_| true).await;
+    // The history read on join is over (else it may queue the first message again).
+    wait_for("the backfill to finish", Duration::from_secs(30), || async {
+        let status = w.command(&w.alice, &w.room, "!index status").await;
+        (status.contains("earlier history: finished") && status.contains("waiting to be indexed: 0")).then_some(())
+    })
+    .await;
 
     switch.set(Mode::Down);
     let mut ids = Vec::new();
