@@ -144,6 +144,10 @@ pub fn answer_cut(error: &str) -> String {
     format!("\n\n_(my answer was cut off: {error})_")
 }
 
+pub fn question_cut() -> String {
+    "\n\n_(your message was very long: I read only its beginning)_".to_owned()
+}
+
 pub fn answer_cancelled() -> String {
     "\n\n_(cancelled)_".to_owned()
 }

@@ -43,10 +43,15 @@ pub async fn request(
 /// Streams the room's model's answer to `messages` into the room as the job's result (for
 /// features that build their own context, such as `!browse`).
 pub async fn answer_with(ctx: &Context, job: &RunningJob, messages: &[crate::llm::Message]) -> JobEnd {
+    answer_noting(ctx, job, messages, "").await
+}
+
+/// [`answer_with`], with `note` shown under the answer.
+async fn answer_noting(ctx: &Context, job: &RunningJob, messages: &[crate::llm::Message], note: &str) -> JobEnd {
     let result = async {
         let settings = ctx.store.room_settings(job.trigger.room_id.as_str()).await?;
         let model = settings.model.as_deref().unwrap_or(&ctx.config.llm.chat_model);
-        stream::answer(ctx, job, messages, model).await
+        stream::answer(ctx, job, messages, model, note).await
     }
     .await;
     match result {
@@ -66,7 +71,10 @@ pub async fn run_job(ctx: &Context, job: &RunningJob) -> JobEnd {
         context::build(ctx, &job.trigger, &question.question, settings.prompt.as_deref()).await
     };
     match messages.await {
-        Ok(messages) => answer_with(ctx, job, &messages).await,
+        Ok(built) => {
+            let note = if built.question_cut { strings::question_cut() } else { String::new() };
+            answer_noting(ctx, job, &built.messages, &note).await
+        }
         Err(e) => Err(e).into(),
     }
 }

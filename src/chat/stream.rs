@@ -29,12 +29,19 @@ enum Attempt {
     Cancelled,
 }
 
-pub async fn answer(ctx: &Context, job: &RunningJob, messages: &[Message], model: &str) -> Result<JobEnd, HandleError> {
+/// `note` (e.g. that the question was cut) is shown under the answer.
+pub async fn answer(
+    ctx: &Context,
+    job: &RunningJob,
+    messages: &[Message],
+    model: &str,
+    note: &str,
+) -> Result<JobEnd, HandleError> {
     let me = ctx.namespace.sender();
     let room = &job.trigger.room_id;
     // The typing notice is a courtesy: its failure must not stop the answer.
     let _ = ctx.matrix.typing(me, room, Some(Duration::from_secs(ctx.config.llm.timeout_secs))).await;
-    let result = answer_from_servers(ctx, job, messages, model).await;
+    let result = answer_from_servers(ctx, job, messages, model, note).await;
     let _ = ctx.matrix.typing(me, room, None).await;
     result
 }
@@ -44,6 +51,7 @@ async fn answer_from_servers(
     job: &RunningJob,
     messages: &[Message],
     model: &str,
+    note: &str,
 ) -> Result<JobEnd, HandleError> {
     let primary = (&ctx.llm, model, None);
     let fallback = ctx.fallback.as_ref().map(|f| (&f.client, f.model.as_str(), Some(f.model.as_str())));
@@ -60,7 +68,7 @@ async fn answer_from_servers(
             () = job.cancel.cancelled() => return Ok(JobEnd::Cancelled),
         };
         let attempt = match started {
-            Ok(stream) => stream_to_room(ctx, job, messages, model, fallback_model, stream).await?,
+            Ok(stream) => stream_to_room(ctx, job, messages, model, fallback_model, note, stream).await?,
             Err(e) => Attempt::Failed(e),
         };
         match attempt {
@@ -100,11 +108,12 @@ async fn stream_to_room(
     messages: &[Message],
     model: &str,
     fallback_model: Option<&str>,
+    note: &str,
     mut stream: DeltaStream,
 ) -> Result<Attempt, HandleError> {
     let trigger = &job.trigger;
     let interval = Duration::from_millis(ctx.config.llm.edit_interval_ms);
-    let footer = fallback_model.map(strings::answered_by_fallback).unwrap_or_default();
+    let footer = format!("{note}{}", fallback_model.map(strings::answered_by_fallback).unwrap_or_default());
     let poster =
         Poster { matrix: ctx.matrix.clone(), user: ctx.namespace.sender().to_owned(), room: trigger.room_id.clone() };
 
