@@ -33,6 +33,8 @@ pub struct Context {
     pub tasks: Option<Tasks>,
     /// The embedder and the vector store (room history search).
     pub rag: Rag,
+    /// The coding agents (`[agents.<name>]`): their ghosts, inboxes, API limits.
+    pub agents: Arc<crate::agents::Agents>,
     /// Joined-member counts, to tell direct chats without asking the homeserver per message.
     members: Mutex<HashMap<OwnedRoomId, (usize, Instant)>>,
     /// When each user asked, over the last minute (`llm.user_requests_per_minute`).
@@ -64,6 +66,7 @@ impl Context {
         let generations = Arc::new(Semaphore::new(config.llm.max_concurrent));
         let tasks = Tasks::from_config(&config.planka)?;
         let rag = Rag::from_config(&config)?;
+        let agents = Arc::new(crate::agents::Agents::from_config(&config, &namespace).map_err(anyhow::Error::msg)?);
         Ok(Self {
             store,
             matrix,
@@ -75,6 +78,7 @@ impl Context {
             generations,
             tasks,
             rag,
+            agents,
             members: Mutex::default(),
             questions: Mutex::default(),
             primary_down_until: Mutex::default(),

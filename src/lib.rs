@@ -22,6 +22,7 @@
 //! dispatcher → handler → reply with a txn id derived from the trigger.
 
 pub mod access;
+pub mod agents;
 pub mod appservice;
 pub mod chat;
 pub mod commands;

@@ -45,7 +45,8 @@ impl Tasks {
         }
     }
 
-    fn touch(&self, card_id: &str) {
+    /// Remembers that the agent changed `card_id`, so Planka's webhook echo of it is not posted.
+    pub fn touch(&self, card_id: &str) {
         let mut touched = self.touched.lock().expect("not poisoned");
         if touched.len() > 1000 {
             touched.retain(|_, at| at.elapsed() < ECHO_WINDOW);

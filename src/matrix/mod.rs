@@ -5,6 +5,8 @@
 //! retried with bounded exponential back-off (invariant 7).
 
 mod content;
+pub mod markdown;
+pub mod media;
 mod txn;
 
 pub use content::{edit_content, notice_reply, text_reply};

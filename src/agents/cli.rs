@@ -1,0 +1,1 @@
+//! The coding-agent commands (`post`, `inbox`, …): an HTTP client of `/conclave/v1`.
