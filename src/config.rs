@@ -421,6 +421,13 @@ impl ConfigError {
     }
 }
 
+/// The localpart grammar for new user ids (the spec's `[a-z0-9._=\-/+]+`); ruma also accepts
+/// historical ids, which we must never create.
+pub fn is_conforming_localpart(localpart: &str) -> bool {
+    !localpart.is_empty()
+        && localpart.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._=-/+".contains(&b))
+}
+
 /// `appservice.as_token` → `CONCLAVE_APPSERVICE__AS_TOKEN`.
 pub fn env_var_for(key: &str) -> String {
     format!("{ENV_PREFIX}{}", key.replace('.', "__").to_uppercase())
@@ -475,7 +482,7 @@ impl Config {
         }
         self.sender_user_id()?;
         non_empty("appservice.ghost_prefix", &a.ghost_prefix)?;
-        if !crate::registration::is_conforming_localpart(&a.ghost_prefix) {
+        if !is_conforming_localpart(&a.ghost_prefix) {
             return Err(ConfigError::key(
                 "appservice.ghost_prefix",
                 "use only a-z, 0-9 and . _ = - / + (Matrix user id grammar)",
@@ -511,7 +518,7 @@ impl Config {
         optional_http_url("browser.cdp_url", &self.browser.cdp_url)?;
         for (name, agent) in &self.agents {
             let key = |k: &str| format!("agents.{name}.{k}");
-            if !crate::registration::is_conforming_localpart(&format!("{}{name}", a.ghost_prefix)) {
+            if !is_conforming_localpart(&format!("{}{name}", a.ghost_prefix)) {
                 return Err(ConfigError::key(
                     &format!("agents.{name}"),
                     "the name must use only a-z, 0-9 and . _ = - / + (it becomes the ghost's user id)",
@@ -553,7 +560,7 @@ impl Config {
     }
 
     pub fn sender_user_id(&self) -> Result<OwnedUserId, ConfigError> {
-        if !crate::registration::is_conforming_localpart(&self.appservice.sender_localpart) {
+        if !is_conforming_localpart(&self.appservice.sender_localpart) {
             return Err(ConfigError::key(
                 "appservice.sender_localpart",
                 "use only a-z, 0-9 and . _ = - / + (Matrix user id grammar)",

@@ -1,11 +1,10 @@
 //! What event handlers share: the store, the backend clients, and the policy derived from config.
 
 use crate::access::Access;
-use crate::commands::task::Tasks;
 use crate::config::Config;
-use crate::events::HandleError;
 use crate::llm::LlmClient;
-use crate::matrix::MatrixClient;
+use crate::matrix::{MatrixClient, MatrixError};
+use crate::planka::Tasks;
 use crate::rag::Rag;
 use crate::registration::Namespace;
 use crate::store::Store;
@@ -34,7 +33,7 @@ pub struct Context {
     /// The embedder and the vector store (room history search).
     pub rag: Rag,
     /// The coding agents (`[agents.<name>]`): their ghosts, inboxes, API limits.
-    pub agents: Arc<crate::agents::Agents>,
+    pub agents: Arc<crate::ghosts::Agents>,
     /// Joined-member counts, to tell direct chats without asking the homeserver per message.
     members: Mutex<HashMap<OwnedRoomId, (usize, Instant)>>,
     /// When each user asked, over the last minute (`llm.user_requests_per_minute`).
@@ -66,7 +65,7 @@ impl Context {
         let generations = Arc::new(Semaphore::new(config.llm.max_concurrent));
         let tasks = Tasks::from_config(&config.planka)?;
         let rag = Rag::from_config(&config)?;
-        let agents = Arc::new(crate::agents::Agents::from_config(&config, &namespace).map_err(anyhow::Error::msg)?);
+        let agents = Arc::new(crate::ghosts::Agents::from_config(&config, &namespace).map_err(anyhow::Error::msg)?);
         Ok(Self {
             store,
             matrix,
@@ -117,7 +116,7 @@ impl Context {
     }
 
     /// A direct chat: the agent and exactly one other member.
-    pub async fn is_direct_chat(&self, room: &RoomId) -> Result<bool, HandleError> {
+    pub async fn is_direct_chat(&self, room: &RoomId) -> Result<bool, MatrixError> {
         let cached = self.members.lock().expect("not poisoned").get(room).copied();
         let count = match cached {
             Some((count, at)) if at.elapsed() < MEMBERS_TTL => count,
@@ -139,5 +138,6 @@ impl Context {
     /// Someone joined or left: the count is stale.
     pub fn forget_members(&self, room: &RoomId) {
         self.members.lock().expect("not poisoned").remove(room);
+        self.agents.forget_members(room);
     }
 }

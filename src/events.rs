@@ -4,35 +4,18 @@
 //! deduplicated by the homeserver.
 
 use crate::chat;
-use crate::commands::{self, Command, Invocation};
+use crate::commands::{self, Invocation};
 use crate::context::Context;
-use crate::matrix::{MatrixError, notice_reply, txn_id_for};
+use crate::handler::{self, HandleError};
 use crate::store::{InboxItem, IndexWrite, StoreError, now_ms};
 use crate::strings;
+use crate::syntax::{self, Command};
 use ruma::events::room::encrypted::OriginalRoomEncryptedEvent;
 use ruma::events::room::member::{MembershipState, OriginalRoomMemberEvent};
-use ruma::events::room::message::{MessageType, OriginalRoomMessageEvent, Relation, RoomMessageEventContent};
+use ruma::events::room::message::{MessageType, OriginalRoomMessageEvent, Relation};
 use ruma::events::room::redaction::{OriginalRoomRedactionEvent, RoomRedactionEvent};
 use ruma::events::{AnyMessageLikeEvent, AnyStateEvent, AnyTimelineEvent, MessageLikeEvent, StateEvent};
-use ruma::{EventId, OwnedEventId, RoomId, UserId};
-
-#[derive(Debug, thiserror::Error)]
-pub enum HandleError {
-    #[error(transparent)]
-    Matrix(#[from] MatrixError),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
-impl HandleError {
-    /// Worth retrying later: the homeserver or the database may come back.
-    pub fn is_transient(&self) -> bool {
-        match self {
-            Self::Matrix(e) => e.is_transient(),
-            Self::Store(_) => true,
-        }
-    }
-}
+use ruma::{EventId, RoomId, UserId};
 
 /// Handles one inbox event. Returns the change to the indexing queue it calls for, which the
 /// dispatcher writes together with the event's removal from the inbox.
@@ -67,6 +50,9 @@ pub async fn handle(ctx: &Context, item: &InboxItem) -> Result<Option<IndexWrite
 async fn membership(ctx: &Context, ev: &OriginalRoomMemberEvent) -> Result<(), HandleError> {
     ctx.forget_members(&ev.room_id);
     let Ok(target) = <&UserId>::try_from(ev.state_key.as_str()) else { return Ok(()) };
+    if ctx.namespace.is_ghost(target) {
+        return crate::agents::membership::on_member(ctx, ev).await;
+    }
     if !ctx.namespace.is_ours(target) {
         return Ok(());
     }
@@ -117,6 +103,8 @@ async fn joined(ctx: &Context, room: &RoomId) -> Result<(), StoreError> {
 }
 
 async fn message(ctx: &Context, ev: &OriginalRoomMessageEvent) -> Result<Option<IndexWrite>, HandleError> {
+    // Messages addressed to a coding agent's ghost go to its inbox (the ghosts' own are noted).
+    crate::agents::inbox::capture(ctx, ev).await?;
     // Never react to ourselves or to notices (other bots'), so no loops (invariant 2).
     if ctx.namespace.is_ours(&ev.sender) {
         return Ok(None);
@@ -125,7 +113,7 @@ async fn message(ctx: &Context, ev: &OriginalRoomMessageEvent) -> Result<Option<
     // An edit is not a new command; it re-indexes the message it edits.
     if let Some(Relation::Replacement(edit)) = &ev.content.relates_to {
         if let MessageType::Text(new) = &edit.new_content.msgtype
-            && commands::parse(&new.body).is_none()
+            && syntax::parse(&new.body).is_none()
             && let Some(original) = edited(ctx, ev, &edit.event_id).await?
         {
             return index(ctx, &original, &new.body).await;
@@ -133,7 +121,7 @@ async fn message(ctx: &Context, ev: &OriginalRoomMessageEvent) -> Result<Option<
         return Ok(None);
     }
     let allowed = ctx.access.is_user(&ev.sender);
-    let Some(command) = commands::parse(&text.body) else {
+    let Some(command) = syntax::parse(&text.body) else {
         let write = index(ctx, ev, &text.body).await?;
         // Not a command: a question, if it is addressed to the agent (plain chatter is not).
         if allowed && let Some(question) = chat::addressed(ctx, ev, &text.body).await? {
@@ -152,7 +140,7 @@ async fn command_reply(
 ) -> Result<(), HandleError> {
     if !allowed {
         tracing::info!(sender = %ev.sender, "command from a user not in access.users");
-        return reply_to(ctx, ev, &strings::not_allowed()).await;
+        return handler::reply_to(ctx, ev, &strings::not_allowed()).await;
     }
     let reply = match command {
         Command::Ask { question } => return chat::answer(ctx, ev, question).await,
@@ -168,7 +156,7 @@ async fn command_reply(
             commands::execute(command, &Invocation { lag_ms: (lag >= 0).then_some(lag) })
         }
     };
-    reply_to(ctx, ev, &reply).await
+    handler::reply_to(ctx, ev, &reply).await
 }
 
 /// `body` as the text of message `ev` (its own, or an edit's) for the vector store, if its room
@@ -219,40 +207,13 @@ fn redaction(ev: &OriginalRoomRedactionEvent) -> Option<IndexWrite> {
     Some(IndexWrite::delete(redacts.as_str(), ev.room_id.as_str()))
 }
 
-/// Sends the one reply to `trigger`, as the agent user.
-async fn reply_to(ctx: &Context, trigger: &OriginalRoomMessageEvent, markdown: &str) -> Result<(), HandleError> {
-    reply(ctx, trigger, "reply", markdown).await.map(drop)
-}
-
-/// A notice replying to `trigger`, as the agent user. `purpose` tells apart the replies to one
-/// trigger: the send's txn id derives from both, so a replay is deduplicated by the homeserver.
-pub(crate) async fn reply(
-    ctx: &Context,
-    trigger: &OriginalRoomMessageEvent,
-    purpose: &str,
-    markdown: &str,
-) -> Result<OwnedEventId, HandleError> {
-    let txn = txn_id_for(trigger.event_id.as_str(), purpose);
-    Ok(ctx
-        .matrix
-        .send_message(ctx.namespace.sender(), &trigger.room_id, &txn, &notice_reply(markdown, trigger))
-        .await?)
-}
-
 /// One notice per room that encrypted messages cannot be read yet — not one per message.
 async fn encrypted(ctx: &Context, ev: &OriginalRoomEncryptedEvent) -> Result<(), HandleError> {
     if ctx.namespace.is_ours(&ev.sender) || ctx.store.encrypted_notice_sent(ev.room_id.as_str()).await? {
         return Ok(());
     }
-    send_room_notice(ctx, &ev.room_id, "encrypted-notice", &strings::encrypted_room_notice()).await?;
+    handler::room_notice(ctx, &ev.room_id, "encrypted-notice", &strings::encrypted_room_notice()).await?;
     // Marked only after sending: a crash in between replays with the same txn id (deduplicated).
     ctx.store.mark_encrypted_notice_sent(ev.room_id.as_str()).await?;
-    Ok(())
-}
-
-async fn send_room_notice(ctx: &Context, room: &RoomId, purpose: &str, markdown: &str) -> Result<(), HandleError> {
-    let txn = txn_id_for(room.as_str(), purpose);
-    let content = RoomMessageEventContent::notice_markdown(markdown);
-    ctx.matrix.send_message(ctx.namespace.sender(), room, &txn, &content).await?;
     Ok(())
 }

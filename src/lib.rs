@@ -2,20 +2,23 @@
 //!
 //! A Matrix application service that gives the Conclave workspace its `@agent`.
 //!
-//! ## Layout (dependencies point up this list)
-//! - [`secret`], [`config`], [`access`], [`registration`]: typed, validated configuration; the
-//!   user namespace and the Synapse registration derived from it.
-//! - [`store`]: SQLite or PostgreSQL through one `sqlx::Any` path: seen txn ids, the durable
-//!   inbox, room state.
-//! - [`matrix`]: the homeserver client (ruma typed requests, identity assertion, retries).
-//! - [`llm`]: the OpenAI-compatible chat client (Ollama), streaming, with real servers' quirks.
-//! - [`planka`]: the Planka client (boards, cards, comments) and its webhook deliveries.
-//! - [`rag`]: retrieval over room history: the ChromaDB client, every query scoped to rooms.
-//! - [`commands`], [`strings`]: chat commands (pure parse, then execute) and all user-facing text.
-//! - [`events`], [`dispatch`]: inbox → per-room ordered handling → replies.
-//! - [`chat`]: when the agent answers, the context it sends the model, the streamed answer.
-//! - [`appservice`]: the HTTP API the homeserver calls (axum).
-//! - [`service`], [`ops`]: `serve`, and the one-shot CLI operations.
+//! ## Layout (each layer uses only the layers above it; `tests/module_graph.rs` checks there are
+//! no cycles)
+//! - [`secret`], [`error_text`], [`access`], [`store`]: secrets that never print, error chains,
+//!   who may do what, and the durable state (SQLite or PostgreSQL through one `sqlx::Any` path).
+//! - [`config`], [`registration`], [`prompts`], [`strings`], [`syntax`]: typed configuration, the
+//!   user namespace and Synapse registration, the system prompts, every user-facing text, and the
+//!   chat command language (pure parse).
+//! - Clients, one per backend: [`matrix`] (homeserver), [`llm`] (OpenAI-compatible chat and
+//!   embeddings), [`planka`], [`rag`] (Chroma, retrieval, the indexer that feeds it).
+//! - [`context`], [`handler`]: what handlers share (clients + policy), their error type and the one
+//!   way to reply.
+//! - Features: [`chat`] (when and how the agent answers), [`commands`] (executing commands),
+//!   [`backfill`] (reading a room's earlier history into the index).
+//! - The lane: [`events`] (one inbox event → its effects), [`dispatch`] (inbox → per-room ordered
+//!   handling).
+//! - [`appservice`] (the HTTP API the homeserver calls), [`service`] (`serve`), [`ops`] (the
+//!   one-shot CLI operations).
 //!
 //! ## The data path
 //! homeserver → `PUT /transactions` → one db transaction (txn id + events) → 200 →
@@ -24,20 +27,25 @@
 pub mod access;
 pub mod agents;
 pub mod appservice;
+pub mod backfill;
 pub mod chat;
 pub mod commands;
 pub mod config;
 pub mod context;
 pub mod dispatch;
 pub mod error_text;
+pub mod ghosts;
 pub mod events;
+pub mod handler;
 pub mod llm;
 pub mod matrix;
 pub mod ops;
 pub mod planka;
+pub mod prompts;
 pub mod rag;
 pub mod registration;
 pub mod secret;
 pub mod service;
 pub mod store;
 pub mod strings;
+pub mod syntax;

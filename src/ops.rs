@@ -1,8 +1,8 @@
 //! The CLI's one-shot operations: `init`, `registration`, `check`.
 
+use crate::backfill::Request;
 use crate::config::Config;
 use crate::matrix::MatrixClient;
-use crate::rag::backfill::Request;
 use crate::registration::registration_yaml;
 use crate::secret::Secret;
 use crate::store::Store;
@@ -149,7 +149,7 @@ pub async fn backfill(config: &Config, room: &str, limit: Option<u64>) -> anyhow
         if !store.room_is_joined(room.as_str()).await? {
             bail!("the agent is not in {room}: invite it first (joining reads the history anyway)");
         }
-        match crate::rag::backfill::request(&store, config, room.as_str(), limit).await? {
+        match crate::backfill::request(&store, config, room.as_str(), limit).await? {
             Request::IndexingOff => bail!("indexing is off in {room}: an admin can say `!index on` there"),
             Request::Running(b) => {
                 println!("{room}: already reading its history ({} events read, {} messages queued)", b.fetched, b.queued)

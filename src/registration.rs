@@ -1,7 +1,7 @@
 //! The agent's user namespace (the sender user and the ghosts) and the Synapse registration
 //! file derived from it.
 
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, is_conforming_localpart};
 use ruma::{OwnedServerName, OwnedUserId, UserId};
 
 /// Which users belong to this appservice. Built once from config.
@@ -60,13 +60,6 @@ impl Namespace {
             format!("^@{}[^:]+:{server}$", regex::escape(&self.ghost_prefix)),
         ]
     }
-}
-
-/// The localpart grammar for new user ids (the spec's `[a-z0-9._=\-/+]+`); ruma also accepts
-/// historical ids, which we must never create.
-pub fn is_conforming_localpart(localpart: &str) -> bool {
-    !localpart.is_empty()
-        && localpart.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._=-/+".contains(&b))
 }
 
 /// The Synapse registration YAML for this config.

@@ -2,11 +2,12 @@
 //! stops them in order.
 
 use crate::appservice::{self, AppState};
+use crate::backfill;
 use crate::config::Config;
 use crate::context::Context;
 use crate::dispatch;
 use crate::matrix::{MatrixClient, MatrixError};
-use crate::rag::{backfill, indexer};
+use crate::rag::indexer;
 use crate::store::Store;
 use anyhow::Context as _;
 use std::future::Future;

@@ -555,6 +555,26 @@ pub fn search_failed(error: &str) -> String {
     )
 }
 
+/// `YYYY-MM-DD` (UTC), without a date crate: civil-from-days.
+pub fn today_utc() -> String {
+    date_utc(crate::store::now_ms())
+}
+
+/// `YYYY-MM-DD` of a time in Unix milliseconds, UTC (the civil calendar, without a date crate).
+pub fn date_utc(ms: i64) -> String {
+    let days = ms.div_euclid(86_400_000);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -606,5 +626,14 @@ mod tests {
         assert!(text.contains("1 room left out") && text.contains("in it"), "{text}");
         assert!(text.contains("at most 200 rooms") && text.contains("3 more of mine were skipped"), "{text}");
         assert!(!search_all_results(&[], &full).contains("_("), "nothing to say when all was searched");
+    }
+
+    #[test]
+    fn dates_are_civil() {
+        let d = today_utc();
+        assert_eq!(d.len(), 10);
+        assert!(d.starts_with("20"), "{d}");
+        assert_eq!(date_utc(1_732_200_000_000), "2024-11-21");
+        assert_eq!(date_utc(0), "1970-01-01");
     }
 }

@@ -7,7 +7,7 @@
 use super::{Agent, rooms};
 use crate::chat::strip_address;
 use crate::context::Context;
-use crate::events::HandleError;
+use crate::handler::HandleError;
 use crate::store::{AgentInboxRow, StoreError};
 use ruma::events::room::message::{MessageType, OriginalRoomMessageEvent, Relation};
 use std::time::Duration;

@@ -4,7 +4,7 @@
 
 use super::Agent;
 use crate::context::Context;
-use crate::events::HandleError;
+use crate::handler::HandleError;
 use crate::matrix::MatrixError;
 use ruma::events::room::member::{MembershipState, OriginalRoomMemberEvent};
 use ruma::{RoomId, UserId};
@@ -15,7 +15,7 @@ use std::path::Path;
 pub async fn on_member(ctx: &Context, ev: &OriginalRoomMemberEvent) -> Result<(), HandleError> {
     let Ok(target) = <&UserId>::try_from(ev.state_key.as_str()) else { return Ok(()) };
     let room = &ev.room_id;
-    ctx.agents.rooms.forget_members(room);
+    ctx.agents.forget_members(room);
     let agent = ctx.agents.by_user(target);
     match (&ev.content.membership, agent) {
         (MembershipState::Invite, Some(agent)) => {

@@ -8,42 +8,6 @@ use crate::context::Context;
 use crate::matrix::MatrixError;
 use ruma::api::client as cs;
 use ruma::{OwnedRoomId, RoomAliasId, RoomId};
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
-
-/// How long a resolved alias, a room's aliases and its member count are trusted.
-const TTL: Duration = Duration::from_secs(60);
-/// Entries per cache before the stale ones are dropped.
-const CACHE_MAX: usize = 1000;
-
-/// What the API looks up often, remembered for [`TTL`].
-#[derive(Default)]
-pub struct Caches {
-    alias_rooms: Mutex<HashMap<String, (OwnedRoomId, Instant)>>,
-    room_aliases: Mutex<HashMap<OwnedRoomId, (Vec<String>, Instant)>>,
-    members: Mutex<HashMap<OwnedRoomId, (usize, Instant)>>,
-}
-
-fn cached<K: std::hash::Hash + Eq, V: Clone>(map: &Mutex<HashMap<K, (V, Instant)>>, key: &K) -> Option<V> {
-    let map = map.lock().expect("not poisoned");
-    map.get(key).filter(|(_, at)| at.elapsed() < TTL).map(|(v, _)| v.clone())
-}
-
-fn remember<K: std::hash::Hash + Eq, V>(map: &Mutex<HashMap<K, (V, Instant)>>, key: K, value: V) {
-    let mut map = map.lock().expect("not poisoned");
-    if map.len() >= CACHE_MAX {
-        map.retain(|_, (_, at)| at.elapsed() < TTL);
-    }
-    map.insert(key, (value, Instant::now()));
-}
-
-impl Caches {
-    /// Someone joined or left `room`: its member count is stale.
-    pub fn forget_members(&self, room: &RoomId) {
-        self.members.lock().expect("not poisoned").remove(room);
-    }
-}
 
 /// The room `room` names: a room id (`!…`) as is, an alias (`#…`) through the directory.
 pub async fn resolve(ctx: &Context, agent: &Agent, room: &str) -> Result<OwnedRoomId, AgentError> {
@@ -55,14 +19,13 @@ pub async fn resolve(ctx: &Context, agent: &Agent, room: &str) -> Result<OwnedRo
         return Err(AgentError::Invalid(format!("{room:?} is not a room: give a room id (!…) or an alias (#…)")));
     }
     let alias = RoomAliasId::parse(room).map_err(|e| AgentError::Invalid(format!("{room:?} is not an alias: {e}")))?;
-    let caches = &ctx.agents.rooms;
-    if let Some(id) = cached(&caches.alias_rooms, &alias.to_string()) {
+    if let Some(id) = ctx.agents.alias_rooms.get(&alias.to_string()) {
         return Ok(id);
     }
     let request = cs::alias::get_alias::v3::Request::new(alias.clone());
     match ctx.matrix.send(request, Some(&agent.user_id)).await {
         Ok(response) => {
-            remember(&caches.alias_rooms, alias.to_string(), response.room_id.clone());
+            ctx.agents.alias_rooms.insert(alias.to_string(), response.room_id.clone());
             Ok(response.room_id)
         }
         Err(e) if e.errcode() == Some("M_NOT_FOUND") => Err(AgentError::NotFound(format!("no room has the alias {alias}"))),
@@ -79,8 +42,7 @@ async fn aliases(ctx: &Context, agent: &Agent, room: &RoomId) -> Result<Vec<Stri
         #[serde(default)]
         alt_aliases: Vec<String>,
     }
-    let caches = &ctx.agents.rooms;
-    if let Some(aliases) = cached(&caches.room_aliases, &room.to_owned()) {
+    if let Some(aliases) = ctx.agents.room_aliases.get(&room.to_owned()) {
         return Ok(aliases);
     }
     let mut found = None;
@@ -103,7 +65,7 @@ async fn aliases(ctx: &Context, agent: &Agent, room: &RoomId) -> Result<Vec<Stri
         }
     }
     let aliases = found.unwrap_or_default();
-    remember(&caches.room_aliases, room.to_owned(), aliases.clone());
+    ctx.agents.room_aliases.insert(room.to_owned(), aliases.clone());
     Ok(aliases)
 }
 
@@ -133,12 +95,11 @@ pub async fn usable(ctx: &Context, agent: &Agent, room: &str) -> Result<OwnedRoo
 
 /// How many users are joined to `room`, as `agent`'s ghost (who is in it) sees.
 pub async fn member_count(ctx: &Context, agent: &Agent, room: &RoomId) -> Result<usize, MatrixError> {
-    let caches = &ctx.agents.rooms;
-    if let Some(n) = cached(&caches.members, &room.to_owned()) {
+    if let Some(n) = ctx.agents.members.get(&room.to_owned()) {
         return Ok(n);
     }
     let n = ctx.matrix.joined_members(&agent.user_id, room).await?.len();
-    remember(&caches.members, room.to_owned(), n);
+    ctx.agents.members.insert(room.to_owned(), n);
     Ok(n)
 }
 

@@ -4,7 +4,7 @@
 //! cards on boards bound to one of the agent's rooms.
 
 use super::{Agent, AgentError, rooms, send};
-use crate::commands::task::Tasks;
+use crate::planka::Tasks;
 use crate::context::Context;
 use crate::matrix::{markdown, txn_id_for};
 use crate::planka::{Card, PlankaError};

@@ -3,9 +3,8 @@
 //! when the question is threaded — trimmed to a token budget, newest kept. The agent's own
 //! earlier answers are `assistant` turns.
 
-use crate::config::Config;
 use crate::context::Context;
-use crate::events::HandleError;
+use crate::handler::HandleError;
 use crate::llm::{Message, Role};
 use crate::rag::Scope;
 use ruma::events::room::message::{OriginalRoomMessageEvent, Relation};
@@ -18,18 +17,6 @@ const HISTORY_EVENTS: u32 = 50;
 const RETRIEVED: usize = 5;
 const RETRIEVED_CHARS: usize = 500;
 const RETRIEVAL_DEADLINE: std::time::Duration = std::time::Duration::from_secs(3);
-
-/// The built-in prompts; `<config dir>/prompts/<name>.md` replaces one.
-const BUILT_IN: &[(&str, &str)] = &[("chat", include_str!("../../prompts/chat.md"))];
-
-pub fn prompt(config: &Config, name: &str) -> String {
-    if let Some(dir) = &config.dir
-        && let Ok(text) = std::fs::read_to_string(dir.join("prompts").join(format!("{name}.md")))
-    {
-        return text;
-    }
-    BUILT_IN.iter().find(|(n, _)| *n == name).map(|(_, t)| (*t).to_owned()).unwrap_or_default()
-}
 
 /// One earlier message of the conversation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,8 +36,8 @@ pub async fn build(
     let room = &trigger.room_id;
     let name = ctx.matrix.state_field(me, room, "m.room.name", "name").await?;
     let topic = ctx.matrix.state_field(me, room, "m.room.topic", "topic").await?;
-    let mut system = room_prompt.map_or_else(|| prompt(&ctx.config, "chat"), str::to_owned);
-    system.push_str(&format!("\n\nToday is {}.", today_utc()));
+    let mut system = room_prompt.map_or_else(|| crate::prompts::prompt(&ctx.config, "chat"), str::to_owned);
+    system.push_str(&format!("\n\nToday is {}.", crate::strings::today_utc()));
     if let Some(name) = name {
         system.push_str(&format!(" This chat room is \"{name}\"."));
     }
@@ -110,7 +97,7 @@ async fn retrieve(ctx: &Context, trigger: &OriginalRoomMessageEvent, question: &
             let name = h.meta.sender.trim_start_matches('@').split(':').next().unwrap_or_default().to_owned();
             let link = format!("https://matrix.to/#/{}/{}", h.meta.room_id, h.id);
             let text = crate::rag::indexer::truncate(&h.document, RETRIEVED_CHARS).replace('\n', " ");
-            format!("[{}] {name}: {text} ({link})", date_utc(h.meta.ts))
+            format!("[{}] {name}: {text} ({link})", crate::strings::date_utc(h.meta.ts))
         })
         .collect()
 }
@@ -167,8 +154,7 @@ pub fn turns_from_history(events: &[Value], me: &str, trigger: &str, thread: Opt
             }
         }
         let Some(body) = edits.get(id).copied().or(content["body"].as_str()) else { continue };
-        if !matches!(content["msgtype"].as_str(), Some("m.text" | "m.notice")) || crate::commands::parse(body).is_some()
-        {
+        if !matches!(content["msgtype"].as_str(), Some("m.text" | "m.notice")) || crate::syntax::parse(body).is_some() {
             continue;
         }
         let sender = e["sender"].as_str().unwrap_or_default();
@@ -200,26 +186,6 @@ fn trim_to_budget(turns: Vec<Turn>, budget: usize) -> Vec<Turn> {
 /// About four characters per token, plus a little per message: good enough for a budget.
 fn estimate_tokens(text: &str) -> usize {
     text.chars().count() / 4 + 4
-}
-
-/// `YYYY-MM-DD` (UTC), without a date crate: civil-from-days.
-fn today_utc() -> String {
-    date_utc(crate::store::now_ms())
-}
-
-/// `YYYY-MM-DD` of a time in Unix milliseconds, UTC (the civil calendar, without a date crate).
-pub fn date_utc(ms: i64) -> String {
-    let days = ms.div_euclid(86_400_000);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}")
 }
 
 #[cfg(test)]
@@ -276,14 +242,5 @@ mod tests {
         let kept = trim_to_budget(turns, 30);
         assert_eq!(kept.len(), 2);
         assert!(kept[1].text.starts_with('9'));
-    }
-
-    #[test]
-    fn dates_are_civil() {
-        let d = today_utc();
-        assert_eq!(d.len(), 10);
-        assert!(d.starts_with("20"), "{d}");
-        assert_eq!(date_utc(1_732_200_000_000), "2024-11-21");
-        assert_eq!(date_utc(0), "1970-01-01");
     }
 }

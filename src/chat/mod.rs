@@ -6,11 +6,11 @@ mod context;
 mod stream;
 mod trigger;
 
-pub use context::{Turn, date_utc, prompt, turns_from_history};
+pub use context::{Turn, turns_from_history};
 pub use trigger::{addressed, strip_address};
 
 use crate::context::Context;
-use crate::events::HandleError;
+use crate::handler::HandleError;
 use crate::strings;
 use ruma::events::room::message::OriginalRoomMessageEvent;
 

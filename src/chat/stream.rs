@@ -5,7 +5,7 @@
 //! reply that names the server. A stream that breaks keeps what arrived and says it was cut.
 
 use crate::context::Context;
-use crate::events::HandleError;
+use crate::handler::HandleError;
 use crate::llm::{Delta, DeltaStream, LlmClient, LlmError, Message, Usage};
 use crate::matrix::{notice_reply, txn_id_for};
 use crate::store::{IndexWrite, now_ms};
@@ -208,5 +208,5 @@ pub async fn send_reply(
     purpose: &str,
     text: &str,
 ) -> Result<(), HandleError> {
-    crate::events::reply(ctx, trigger, purpose, text).await.map(drop)
+    crate::handler::reply(ctx, trigger, purpose, text).await.map(drop)
 }

@@ -2,7 +2,7 @@
 //! starts with its name (`agent: …`), or is written in a direct chat (the agent and one person).
 
 use crate::context::Context;
-use crate::events::HandleError;
+use crate::handler::HandleError;
 use ruma::events::room::message::OriginalRoomMessageEvent;
 
 /// The question, if the message is addressed to the agent.

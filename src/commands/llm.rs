@@ -1,11 +1,10 @@
 //! `!model`, `!prompt`, `!usage`: per-room model and instructions (set by admins), token use.
 
-use super::PromptChange;
-use crate::chat;
 use crate::context::Context;
-use crate::events::HandleError;
+use crate::handler::HandleError;
 use crate::store::{RoomSettings, UsageTotals, today};
 use crate::strings;
+use crate::syntax::PromptChange;
 use ruma::events::room::message::OriginalRoomMessageEvent;
 
 pub async fn model(ctx: &Context, ev: &OriginalRoomMessageEvent, name: Option<&str>) -> Result<String, HandleError> {
@@ -45,7 +44,7 @@ pub async fn prompt(
     if *change == PromptChange::Show {
         return Ok(match &settings.prompt {
             Some(p) => strings::prompt_shown(p, true),
-            None => strings::prompt_shown(&chat::prompt(&ctx.config, "chat"), false),
+            None => strings::prompt_shown(&crate::prompts::prompt(&ctx.config, "chat"), false),
         });
     }
     if !ctx.access.is_admin(&ev.sender) {

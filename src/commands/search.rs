@@ -5,14 +5,15 @@
 //! `!index on|off|status|backfill`: whether the room's messages are stored for search at all, how
 //! far indexing got, and reading the room's earlier history in.
 
-use crate::chat::date_utc;
-use crate::commands::IndexChange;
+use crate::backfill;
 use crate::context::Context;
-use crate::events::HandleError;
+use crate::handler::HandleError;
 use crate::matrix::MatrixError;
 use crate::rag::indexer::truncate;
-use crate::rag::{Hit, RagError, Scope, backfill};
+use crate::rag::{Hit, RagError, Scope};
 use crate::strings;
+use crate::strings::date_utc;
+use crate::syntax::IndexChange;
 use futures_util::StreamExt;
 use ruma::events::room::member::MembershipState;
 use ruma::events::room::message::OriginalRoomMessageEvent;

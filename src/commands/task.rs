@@ -1,71 +1,22 @@
-//! `!task` and `!board`: Planka cards from chat (execution; the words are in [`super::task_syntax`]).
+//! `!task` and `!board`: Planka cards from chat (execution; the words are in [`crate::syntax::task`]).
 //!
 //! Every command ends in exactly one reply (invariant 3): Planka failures and unknown cards or
 //! lists become a reply that says what failed and what to do. A room only ever reaches the board
 //! bound to it, and its short references (`#12`) are its own (invariant 4).
 
-use super::Command;
-use super::task_syntax::{BoardCommand, BoardRef, CardRef, TaskCommand};
-use crate::config;
 use crate::context::Context;
-use crate::events::{self, HandleError};
-use crate::planka::{BoardView, Card, List, ListKind, PlankaClient, PlankaError};
+use crate::handler::{self, HandleError};
+use crate::planka::{BoardView, Card, List, ListKind, PlankaError, Tasks};
 use crate::store::{Binding, StoreError};
 use crate::strings;
+use crate::syntax::Command;
+use crate::syntax::task::{BoardCommand, BoardRef, CardRef, TaskCommand};
 use ruma::EventId;
 use ruma::events::room::message::{OriginalRoomMessageEvent, Relation};
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
-/// Every Planka call ends within this (invariant 7).
-/// A webhook delivery about a card the agent changed this recently is its own change's echo.
-const ECHO_WINDOW: Duration = Duration::from_secs(60);
 /// Cards shown by `!task list` without a list name, and with one.
 const LIST_ALL_LIMIT: usize = 30;
 const LIST_ONE_LIMIT: usize = 50;
-
-/// The Planka side of the agent: the client, and what it needs to recognise its own changes.
-#[derive(Debug)]
-pub struct Tasks {
-    pub client: PlankaClient,
-    /// The agent's own Planka user id, asked once.
-    me: tokio::sync::OnceCell<String>,
-    /// Cards the agent changed, and when; pruned as it grows.
-    touched: Mutex<HashMap<String, Instant>>,
-}
-
-impl Tasks {
-    /// `None` when Planka is not configured.
-    pub fn from_config(config: &config::Planka) -> anyhow::Result<Option<Self>> {
-        match PlankaClient::new(config, Duration::from_secs(config.timeout_secs)) {
-            Ok(client) => Ok(Some(Self { client, me: Default::default(), touched: Mutex::default() })),
-            Err(PlankaError::NotConfigured) => Ok(None),
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    /// Remembers that the agent changed `card_id`, so Planka's webhook echo of it is not posted.
-    pub fn touch(&self, card_id: &str) {
-        let mut touched = self.touched.lock().expect("not poisoned");
-        if touched.len() > 1000 {
-            touched.retain(|_, at| at.elapsed() < ECHO_WINDOW);
-        }
-        touched.insert(card_id.to_owned(), Instant::now());
-    }
-
-    /// Whether a change Planka reports was made by the agent: its Planka user acted, or (when
-    /// that cannot be told) the agent changed that card within the last minute.
-    pub async fn is_own_change(&self, actor_id: Option<&str>, card_id: Option<&str>) -> bool {
-        let me = self.me.get_or_try_init(|| async { self.client.me().await.map(|u| u.id) }).await;
-        match (me, actor_id) {
-            (Ok(me), Some(actor)) => me == actor,
-            _ => card_id.is_some_and(|card| {
-                self.touched.lock().expect("not poisoned").get(card).is_some_and(|at| at.elapsed() < ECHO_WINDOW)
-            }),
-        }
-    }
-}
 
 /// What a command answers, and the card the answer is about (so replies to it can name it).
 struct Reply {
@@ -120,7 +71,7 @@ pub async fn run(ctx: &Context, ev: &OriginalRoomMessageEvent, command: &Command
         }
         Err(Failure::Handle(e)) => return Err(e),
     };
-    let event_id = events::reply(ctx, ev, "reply", &reply.text).await?;
+    let event_id = handler::reply(ctx, ev, "reply", &reply.text).await?;
     if let Some(card) = reply.card {
         ctx.store.remember_card_message(ev.room_id.as_str(), event_id.as_str(), &card).await?;
     }

@@ -7,10 +7,12 @@
 
 mod error;
 mod model;
+mod tasks;
 pub mod webhook;
 
 pub use error::PlankaError;
 pub use model::{Board, BoardView, Card, Comment, List, ListKind, POSITION_GAP, Project, ProjectBoards, User};
+pub use tasks::Tasks;
 
 use crate::config;
 use crate::secret::Secret;

@@ -4,7 +4,6 @@
 //! Records are keyed by event id and always carry their room; every query names the rooms it may
 //! search ([`Scope`]), so nothing in one room can surface in another (invariant 4).
 
-pub mod backfill;
 pub mod chroma;
 pub mod indexer;
 

@@ -6,7 +6,6 @@
 //! It never outruns the indexer: while the queue holds [`BACKLOG_CAP`] jobs, no page is read, so
 //! an embedder or Chroma outage does not turn into an ever-growing queue.
 
-use crate::commands;
 use crate::config::Config;
 use crate::context::Context;
 use crate::error_text::chain;
@@ -154,7 +153,7 @@ pub fn history_message(json: &str, is_ours: impl Fn(&str) -> bool) -> Option<His
     let body = text_body(&ev.content)?;
     let relation = ev.content.get("m.relates_to");
     let rel_type = relation.and_then(|r| r.get("rel_type")).and_then(Value::as_str);
-    if rel_type == Some("m.replace") || commands::parse(body).is_some() {
+    if rel_type == Some("m.replace") || crate::syntax::parse(body).is_some() {
         return None;
     }
     let thread_id = match rel_type {
@@ -168,7 +167,7 @@ pub fn history_message(json: &str, is_ours: impl Fn(&str) -> bool) -> Option<His
         .and_then(|r| r.get("m.replace"))
         .filter(|edit| edit.get("sender").and_then(Value::as_str) == Some(ev.sender.as_str()))
         .and_then(|edit| text_body(edit.get("content")?.get("m.new_content")?))
-        .filter(|text| commands::parse(text).is_none());
+        .filter(|text| crate::syntax::parse(text).is_none());
     Some(HistoryMessage {
         event_id: ev.event_id,
         sender: ev.sender,

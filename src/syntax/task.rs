@@ -1,5 +1,5 @@
 //! The words of `!task` and `!board` (pure, table-tested): what a message asks for, before any
-//! Planka call. [`super::task`] executes it.
+//! Planka call. `commands::task` executes it.
 
 use super::Command;
 use crate::strings;
