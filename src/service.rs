@@ -34,6 +34,7 @@ pub async fn serve(
     let (stop, stopped) = watch::channel(false);
     let dispatcher = tokio::spawn(dispatch::run(ctx.clone(), signal.clone(), stopped.clone()));
     let indexer = tokio::spawn(indexer::run(store.clone(), ctx.rag.clone(), stopped.clone()));
+    let agents = tokio::spawn(crate::agents::run(ctx.clone(), stopped.clone()));
     let backfill = tokio::spawn(backfill::run(ctx.clone(), stopped));
     tokio::spawn(announce(ctx.clone()));
 
@@ -61,6 +62,7 @@ pub async fn serve(
     let _ = dispatcher.await;
     let _ = indexer.await;
     let _ = backfill.await;
+    let _ = agents.await;
     store.close().await;
     Ok(())
 }

@@ -21,9 +21,39 @@ pub mod tokens;
 
 pub use crate::ghosts::{Agent, Agents};
 
+use crate::context::Context;
 use crate::matrix::MatrixError;
 use crate::planka::PlankaError;
-use crate::store::StoreError;
+use crate::store::{StoreError, now_ms};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// How long the ghosts' messages (for replies to them) and `txn` records are remembered.
+const MEMORY_MS: i64 = 30 * 24 * 3600 * 1000;
+
+/// The coding agents' background work until `shutdown`: their ghosts set up at start, and old
+/// records pruned hourly.
+pub async fn run(ctx: Arc<Context>, mut shutdown: watch::Receiver<bool>) {
+    if ctx.agents.is_empty() {
+        return;
+    }
+    tokio::select! {
+        () = membership::announce(&ctx) => {}
+        _ = shutdown.changed() => return,
+    }
+    let mut hourly = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tokio::select! {
+            _ = hourly.tick() => match ctx.store.agent_prune_before(now_ms() - MEMORY_MS).await {
+                Ok(n) if n > 0 => tracing::info!(pruned = n, "forgot old coding-agent sends"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot prune old coding-agent sends"),
+            },
+            _ = shutdown.changed() => return,
+        }
+    }
+}
 
 /// Why an agent's request was not done; the API turns each into its status and errcode.
 #[derive(Debug, thiserror::Error)]
