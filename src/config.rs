@@ -312,7 +312,9 @@ impl CodingAgent {
         if self.command.is_empty() {
             let words: &[&str] = match name {
                 "pi" => &["pi", "--mode", "rpc"],
-                "claude" => &["claude", "-p", "--input-format", "stream-json", "--output-format", "stream-json", "--verbose"],
+                "claude" => {
+                    &["claude", "-p", "--input-format", "stream-json", "--output-format", "stream-json", "--verbose"]
+                }
                 other => &[other],
             };
             self.command = words.iter().map(|w| (*w).to_owned()).collect();
@@ -531,7 +533,9 @@ impl Config {
                 if !(glob.starts_with(['!', '#']) || glob == "*") {
                     return Err(ConfigError::key(
                         &format!("{}[{i}]", key("rooms")),
-                        format!("{glob:?} is not a room pattern: use \"*\", a room id (!…) or an alias (#…), globs allowed"),
+                        format!(
+                            "{glob:?} is not a room pattern: use \"*\", a room id (!…) or an alias (#…), globs allowed"
+                        ),
                     ));
                 }
             }

@@ -84,8 +84,13 @@ impl Agents {
         for (name, c) in &config.agents {
             let user_id = namespace.ghost(name).ok_or_else(|| format!("agents.{name}: not a valid ghost name"))?;
             let rooms = RoomPolicy::new(&c.rooms).map_err(|e| format!("agents.{name}.rooms: {e}"))?;
-            let agent =
-                Agent { name: name.clone(), user_id, display_name: c.display_name.clone(), avatar: c.avatar.clone(), rooms };
+            let agent = Agent {
+                name: name.clone(),
+                user_id,
+                display_name: c.display_name.clone(),
+                avatar: c.avatar.clone(),
+                rooms,
+            };
             by_name.insert(name.clone(), Arc::new(agent));
             inbox_signals.insert(name.clone(), Arc::new(Notify::new()));
         }
@@ -127,14 +132,15 @@ impl Agents {
         if self.limiter.len() > 1000 {
             self.limiter.retain_recent();
         }
-        self.limiter.check_key(&token_id.to_owned()).map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+        self.limiter
+            .check_key(&token_id.to_owned())
+            .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
     }
 
     pub fn inbox_signal(&self, agent: &str) -> Option<&Arc<Notify>> {
         self.inbox_signals.get(agent)
     }
 }
-
 
 /// How long [`TtlMap`] entries are trusted.
 pub const CACHE_TTL: Duration = Duration::from_secs(60);

@@ -257,7 +257,10 @@ async fn inbox(api: &Api, wait: Option<u64>, all: bool) -> Outcome {
     print_messages(&v)?;
     if let Some(next) = v["next"].as_str().filter(|n| *n != cursor) {
         save_cursor(&state, next).map_err(|e| {
-            Failure::Refused(format!("cannot write the cursor file {}: {e} (these messages will show again)", state.display()))
+            Failure::Refused(format!(
+                "cannot write the cursor file {}: {e} (these messages will show again)",
+                state.display()
+            ))
         })?;
     }
     Ok(())
@@ -267,7 +270,8 @@ fn default_state_path(agent: &str) -> Result<PathBuf, Failure> {
     let home = std::env::var_os("HOME")
         .filter(|h| !h.is_empty())
         .ok_or_else(|| Failure::Usage(format!("neither ${STATE_ENV} nor $HOME is set: nowhere to keep the cursor")))?;
-    let name: String = agent.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect();
+    let name: String =
+        agent.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect();
     Ok(PathBuf::from(home).join(".local/state/conclave-agent").join(format!("{name}.cursor")))
 }
 
@@ -302,7 +306,9 @@ fn print_results(v: &Value) -> Outcome {
 
 fn print_line(text: &str) -> Outcome {
     let mut out = std::io::stdout().lock();
-    writeln!(out, "{text}").and_then(|()| out.flush()).map_err(|e| Failure::Refused(format!("cannot write to stdout: {e}")))
+    writeln!(out, "{text}")
+        .and_then(|()| out.flush())
+        .map_err(|e| Failure::Refused(format!("cannot write to stdout: {e}")))
 }
 
 fn set_opt(body: &mut Value, key: &str, value: Option<String>) {
@@ -342,11 +348,12 @@ impl Api {
         let base = std::env::var(URL_ENV).ok().filter(|u| !u.trim().is_empty()).unwrap_or_else(|| DEFAULT_URL.into());
         let base = base.trim().trim_end_matches('/').to_owned();
         url::Url::parse(&base).map_err(|e| Failure::Usage(format!("${URL_ENV} = {base:?} is not a URL: {e}")))?;
-        let token = std::env::var(TOKEN_ENV)
-            .ok()
-            .map(|t| t.trim().to_owned())
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| Failure::Usage(format!("${TOKEN_ENV} is not set (an operator makes one with `conclave-agent token --agent NAME`)")))?;
+        let token =
+            std::env::var(TOKEN_ENV).ok().map(|t| t.trim().to_owned()).filter(|t| !t.is_empty()).ok_or_else(|| {
+                Failure::Usage(format!(
+                    "${TOKEN_ENV} is not set (an operator makes one with `conclave-agent token --agent NAME`)"
+                ))
+            })?;
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             // A long poll waits up to 60 s; everything else answers far sooner.

@@ -110,12 +110,7 @@ async fn is_direct(ctx: &Context, agent: &Agent, ev: &OriginalRoomMessageEvent) 
 }
 
 /// `agent`'s messages after cursor `after`; when there are none, waits up to `wait` for one.
-pub async fn read(
-    ctx: &Context,
-    agent: &Agent,
-    after: i64,
-    wait: Duration,
-) -> Result<Vec<AgentInboxRow>, StoreError> {
+pub async fn read(ctx: &Context, agent: &Agent, after: i64, wait: Duration) -> Result<Vec<AgentInboxRow>, StoreError> {
     let signal = ctx.agents.inbox_signal(&agent.name).cloned();
     let deadline = tokio::time::Instant::now() + wait.min(MAX_WAIT);
     loop {

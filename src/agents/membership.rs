@@ -42,8 +42,10 @@ pub async fn on_member(ctx: &Context, ev: &OriginalRoomMemberEvent) -> Result<()
                 }
             }
         }
+        // No account exists for it (the user query refuses to make one): nothing to reject with.
         (MembershipState::Invite, None) => {
-            reject(ctx, target, room, &ev.sender, "no [agents.<name>] table configures this ghost").await
+            tracing::info!(inviter = %ev.sender, ghost = %target, "invite of a ghost no [agents.<name>] configures; ignored");
+            Ok(())
         }
         (MembershipState::Join, Some(agent)) => Ok(ctx.store.agent_room_set(&agent.name, room.as_str(), true).await?),
         (MembershipState::Leave | MembershipState::Ban, Some(agent)) => {

@@ -89,4 +89,3 @@ impl AgentError {
         move |source| Self::Matrix { what, source }
     }
 }
-

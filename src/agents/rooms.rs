@@ -28,7 +28,9 @@ pub async fn resolve(ctx: &Context, agent: &Agent, room: &str) -> Result<OwnedRo
             ctx.agents.alias_rooms.insert(alias.to_string(), response.room_id.clone());
             Ok(response.room_id)
         }
-        Err(e) if e.errcode() == Some("M_NOT_FOUND") => Err(AgentError::NotFound(format!("no room has the alias {alias}"))),
+        Err(e) if e.errcode() == Some("M_NOT_FOUND") => {
+            Err(AgentError::NotFound(format!("no room has the alias {alias}")))
+        }
         Err(e) => Err(AgentError::matrix("resolving the alias")(e)),
     }
 }
@@ -47,8 +49,11 @@ async fn aliases(ctx: &Context, agent: &Agent, room: &RoomId) -> Result<Vec<Stri
     }
     let mut found = None;
     for user in [&*agent.user_id, ctx.namespace.sender()] {
-        let request =
-            cs::state::get_state_event_for_key::v3::Request::new(room.to_owned(), "m.room.canonical_alias".into(), String::new());
+        let request = cs::state::get_state_event_for_key::v3::Request::new(
+            room.to_owned(),
+            "m.room.canonical_alias".into(),
+            String::new(),
+        );
         match ctx.matrix.send(request, Some(user)).await {
             Ok(response) => {
                 let content: Option<CanonicalAlias> = serde_json::from_str(response.event_or_content.get()).ok();

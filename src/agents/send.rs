@@ -78,7 +78,11 @@ pub async fn file(
     let room = rooms::usable(ctx, agent, room).await?;
     let thread = event_param("thread", &thread.map(str::to_owned))?;
     let (size, dimensions) = (bytes.len(), media::image_size(&bytes));
-    let url = ctx.matrix.upload(&agent.user_id, bytes, mimetype, name).await.map_err(AgentError::matrix("uploading the file"))?;
+    let url = ctx
+        .matrix
+        .upload(&agent.user_id, bytes, mimetype, name)
+        .await
+        .map_err(AgentError::matrix("uploading the file"))?;
     let mut content = media::file_message(name, url, mimetype, size, dimensions);
     content.relates_to = relation(ctx, agent, &room, thread, None).await?.0;
     send(ctx, agent, &room, txn_id(agent, None), &content).await
@@ -110,7 +114,8 @@ async fn relation(
     room: &RoomId,
     thread: Option<OwnedEventId>,
     reply_to: Option<OwnedEventId>,
-) -> Result<(Option<Relation<ruma::events::room::message::RoomMessageEventContentWithoutRelation>>, Mentions), AgentError> {
+) -> Result<(Option<Relation<ruma::events::room::message::RoomMessageEventContentWithoutRelation>>, Mentions), AgentError>
+{
     let Some(target) = reply_to else {
         return Ok((thread.map(|root| Relation::Thread(Thread::plain(root.clone(), root))), Mentions::new()));
     };

@@ -4,9 +4,9 @@
 //! cards on boards bound to one of the agent's rooms.
 
 use super::{Agent, AgentError, rooms, send};
-use crate::planka::Tasks;
 use crate::context::Context;
 use crate::matrix::{markdown, txn_id_for};
+use crate::planka::Tasks;
 use crate::planka::{Card, PlankaError};
 use crate::strings;
 
@@ -103,8 +103,5 @@ async fn reachable_card(ctx: &Context, tasks: &Tasks, agent: &Agent, card: &str)
             return Ok(card);
         }
     }
-    Err(AgentError::Forbidden(format!(
-        "card {id} is on a board no room of agent {} is bound to",
-        agent.name
-    )))
+    Err(AgentError::Forbidden(format!("card {id} is on a board no room of agent {} is bound to", agent.name)))
 }

@@ -22,11 +22,7 @@ pub fn generate() -> NewToken {
     use rand::distr::{Alphanumeric, SampleString};
     let token_id: String = (0..16).map(|_| format!("{:x}", rand::random::<u8>() & 0xf)).collect();
     let secret = Alphanumeric.sample_string(&mut rand::rng(), 43);
-    NewToken {
-        token: Secret::new(format!("{PREFIX}{token_id}_{secret}")),
-        secret_hash: hash(&secret),
-        token_id,
-    }
+    NewToken { token: Secret::new(format!("{PREFIX}{token_id}_{secret}")), secret_hash: hash(&secret), token_id }
 }
 
 /// `(id, secret)` of a token of our shape.

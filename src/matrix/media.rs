@@ -2,10 +2,10 @@
 
 use super::{MatrixClient, MatrixError};
 use ruma::api::client as cs;
+use ruma::events::room::ImageInfo;
 use ruma::events::room::message::{
     FileInfo, FileMessageEventContent, ImageMessageEventContent, MessageType, RoomMessageEventContent,
 };
-use ruma::events::room::ImageInfo;
 use ruma::{OwnedMxcUri, UInt, UserId};
 
 impl MatrixClient {

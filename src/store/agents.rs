@@ -217,8 +217,14 @@ impl Store {
     }
 
     /// `agent`'s inbox messages after cursor `after`, oldest first, at most `limit`.
-    pub async fn agent_inbox_after(&self, agent: &str, after: i64, limit: i64) -> Result<Vec<AgentInboxRow>, StoreError> {
-        let sql = format!("SELECT {INBOX_COLUMNS} FROM agent_inbox WHERE agent = $1 AND seq > $2 ORDER BY seq LIMIT $3");
+    pub async fn agent_inbox_after(
+        &self,
+        agent: &str,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<AgentInboxRow>, StoreError> {
+        let sql =
+            format!("SELECT {INBOX_COLUMNS} FROM agent_inbox WHERE agent = $1 AND seq > $2 ORDER BY seq LIMIT $3");
         Ok(sqlx::query_as(AssertSqlSafe(sql)).bind(agent).bind(after).bind(limit).fetch_all(&self.pool).await?)
     }
 

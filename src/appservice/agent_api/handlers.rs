@@ -198,7 +198,9 @@ pub async fn search(
         Some(room) => {
             let room = rooms::usable(ctx, &agent, room).await?;
             if !joined.contains(&room) {
-                return Err(AgentError::Forbidden(format!("{} is not in {room}: invite it first", agent.user_id)).into());
+                return Err(
+                    AgentError::Forbidden(format!("{} is not in {room}: invite it first", agent.user_id)).into()
+                );
             }
             Scope::Room(room.to_string())
         }

@@ -26,10 +26,7 @@ pub fn router(max_body_bytes: usize, max_upload_bytes: usize) -> Router<AppState
         .route("/conclave/v1/inbox", get(handlers::inbox))
         .route("/conclave/v1/progress", post(handlers::progress_start))
         .route("/conclave/v1/progress/{id}", put(handlers::progress_update))
-        .route(
-            "/conclave/v1/files",
-            post(handlers::post_file).layer(DefaultBodyLimit::max(max_upload_bytes)),
-        )
+        .route("/conclave/v1/files", post(handlers::post_file).layer(DefaultBodyLimit::max(max_upload_bytes)))
         .route("/conclave/v1/tasks", post(handlers::task_create))
         .route("/conclave/v1/tasks/{card}/comments", post(handlers::task_comment))
         .route("/conclave/v1/tasks/{card}/move", post(handlers::task_move))
@@ -55,8 +52,9 @@ impl FromRequestParts<AppState> for Caller {
             ));
         };
         let ctx = &state.context;
-        let verdict =
-            tokens::verify(&ctx.store, &ctx.agents, &token).await.map_err(|e| ApiError::internal("checking a token", e))?;
+        let verdict = tokens::verify(&ctx.store, &ctx.agents, &token)
+            .await
+            .map_err(|e| ApiError::internal("checking a token", e))?;
         let Verdict::Valid { agent, token_id } = verdict else {
             return Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
