@@ -4,7 +4,9 @@
 mod common;
 
 use common::agent::{Agent, Options};
+use common::chroma::chroma;
 use common::client::{User, enc};
+use common::embedder::{MODEL as EMBED_MODEL, embedder};
 use common::fake_planka::FakePlanka;
 use common::scripted_llm::{self, ScriptedLlm, Step};
 use common::synapse::{SERVER_NAME, synapse};
@@ -596,6 +598,47 @@ async fn only_configured_ghosts_exist_and_they_join_only_where_they_may() {
     let (status, v) = w.alice.request(Method::GET, &format!("/profile/{}", enc(&w.ghost("nobody"))), None).await;
     assert_eq!(status, 404, "{v}");
     assert_ne!(w.alice.membership(&room, &w.ghost("nobody")).await.as_deref(), Some("join"));
+}
+
+#[tokio::test]
+async fn search_covers_only_rooms_the_ghost_is_in() {
+    let c = chroma().config("agents");
+    let extra = format!(
+        "[llm]\nembedding_base_url = \"{}\"\nembedding_model = \"{EMBED_MODEL}\"\n[chroma]\nurl = \"{}\"\ncollection = \"{}\"\n",
+        embedder().base_url,
+        c.url,
+        c.collection
+    );
+    let w = World::start(&extra).await;
+    let pi = w.token("pi").await;
+    let with_pi = w.room_with_ghost("pi").await;
+    let without = w.alice.group_room_with(&w.agent.user_id()).await;
+    let seen = w.alice.send_text(&with_pi, "The deploy key rotates every Tuesday at noon.").await;
+    let hidden = w.alice.send_text(&without, "The deploy key for the secret project is on the blue USB stick.").await;
+    let store = conclave_agent::rag::ChromaClient::new(&c, Duration::from_secs(10)).unwrap();
+    wait_for("both messages indexed", Duration::from_secs(60), || async {
+        (store.get(&[seen.as_str(), hidden.as_str()]).await.ok()?.len() == 2).then_some(())
+    })
+    .await;
+
+    let search = |room: Option<&str>| {
+        let mut args = vec!["search".to_owned()];
+        if let Some(room) = room {
+            args.extend(["--room".to_owned(), room.to_owned()]);
+        }
+        args.push("when does the deploy key rotate".into());
+        let (w, pi) = (&w, &pi);
+        async move { w.cli(pi, &args.iter().map(String::as_str).collect::<Vec<_>>()).await }
+    };
+    let found = lines(&search(Some(&with_pi)).await);
+    assert_eq!(found.first().map(|r| r["event_id"].clone()), Some(json!(seen)), "{found:?}");
+    assert!(found[0]["permalink"].as_str().unwrap().contains("?via="), "{found:?}");
+    // Without a room: every room pi is in, and only those.
+    let found = lines(&search(None).await);
+    assert!(!found.is_empty() && found.iter().all(|r| r["room"] == with_pi.as_str()), "{found:?}");
+    let out = search(Some(&without)).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("M_FORBIDDEN") && stdout(&out).is_empty(), "{}", stderr(&out));
 }
 
 #[tokio::test]

@@ -162,7 +162,15 @@ pub(super) async fn send(
         other => other,
     }
     .map_err(|e| refused(agent, room, e))?;
-    ctx.store.agent_message_remember(&agent.name, room.as_str(), event_id.as_str()).await?;
+    // Replies to it must reach the agent's inbox. The homeserver also sends the ghost's event back
+    // (capture records it, before any later message of the room); this records it sooner, off the
+    // answer's path.
+    let (store, name, room_id, id) = (ctx.store.clone(), agent.name.clone(), room.to_string(), event_id.to_string());
+    tokio::spawn(async move {
+        if let Err(e) = store.agent_message_remember(&name, &room_id, &id).await {
+            tracing::warn!(error = %e, "cannot remember the ghost's message");
+        }
+    });
     Ok(event_id)
 }
 
