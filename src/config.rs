@@ -29,6 +29,8 @@ pub struct Config {
     #[serde(default)]
     pub dispatch: Dispatch,
     #[serde(default)]
+    pub jobs: Jobs,
+    #[serde(default)]
     pub llm: Llm,
     #[serde(default)]
     pub planka: Planka,
@@ -135,6 +137,27 @@ impl Default for Dispatch {
     }
 }
 
+/// `[jobs]`: slow work (answers, Planka, search, browsing …) waits in a durable queue, off the rooms'
+/// lanes.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Jobs {
+    /// Jobs queued or running in one room; beyond it a request is refused with a clear reply. Default 20.
+    pub max_queued_per_room: usize,
+    /// Jobs queued or running for one person, across rooms. Default 5.
+    pub max_queued_per_user: usize,
+    /// Quick backend jobs (Planka, search, model list) run at once. Default 4.
+    pub max_running_backend: usize,
+    /// Finished jobs are forgotten after this many days. Default 7.
+    pub keep_days: u64,
+}
+
+impl Default for Jobs {
+    fn default() -> Self {
+        Self { max_queued_per_room: 20, max_queued_per_user: 5, max_running_backend: 4, keep_days: 7 }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Llm {
@@ -157,7 +180,7 @@ pub struct Llm {
     pub context_tokens: usize,
     /// Longest answer, in tokens; 0 leaves it to the server. Default 0.
     pub max_tokens: u32,
-    /// Answers generated at once; more wait in line (with a "queued" notice). Default 2.
+    /// Answers generated at once; more wait as queued jobs (with a "queued" notice). Default 2.
     pub max_concurrent: usize,
     /// Questions one user may ask per minute; 0 = no limit. Default 10.
     pub user_requests_per_minute: u32,
@@ -508,6 +531,9 @@ impl Config {
         positive("llm.timeout_secs", self.llm.timeout_secs)?;
         positive("llm.context_tokens", self.llm.context_tokens as u64)?;
         positive("llm.max_concurrent", self.llm.max_concurrent as u64)?;
+        positive("jobs.max_queued_per_room", self.jobs.max_queued_per_room as u64)?;
+        positive("jobs.max_queued_per_user", self.jobs.max_queued_per_user as u64)?;
+        positive("jobs.max_running_backend", self.jobs.max_running_backend as u64)?;
         if let Some(f) = &self.llm.fallback {
             http_url("llm.fallback.base_url", &f.base_url)?;
             non_empty("llm.fallback.chat_model", &f.chat_model)?;

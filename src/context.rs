@@ -12,7 +12,7 @@ use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::Semaphore;
+use tokio::sync::Notify;
 
 /// How long a room's member count is trusted (membership events also clear it).
 const MEMBERS_TTL: Duration = Duration::from_secs(60);
@@ -26,8 +26,8 @@ pub struct Context {
     pub config: Config,
     /// The `[llm.fallback]` server, if configured.
     pub fallback: Option<Fallback>,
-    /// Answers generated at once (`llm.max_concurrent`).
-    pub generations: Arc<Semaphore>,
+    /// Woken when jobs were queued or cancelled, so the job workers look at once.
+    pub jobs_wake: Notify,
     /// Planka, when `planka.api_key` or a username and password are set.
     pub tasks: Option<Tasks>,
     /// The embedder and the vector store (room history search).
@@ -62,7 +62,6 @@ impl Context {
             }),
             None => None,
         };
-        let generations = Arc::new(Semaphore::new(config.llm.max_concurrent));
         let tasks = Tasks::from_config(&config.planka)?;
         let rag = Rag::from_config(&config)?;
         let agents = Arc::new(crate::ghosts::Agents::from_config(&config, &namespace).map_err(anyhow::Error::msg)?);
@@ -74,7 +73,7 @@ impl Context {
             access,
             config,
             fallback,
-            generations,
+            jobs_wake: Notify::new(),
             tasks,
             rag,
             agents,

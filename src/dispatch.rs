@@ -1,12 +1,21 @@
-//! Inbox → handlers. Events of one room are handled in order, rooms concurrently up to
-//! `dispatch.concurrency`. An event leaves the inbox only after it was handled, so a crash
-//! replays it; handlers make replays harmless (deterministic send txn ids).
+//! Inbox → room lanes. Events of one room are handled in order, rooms concurrently up to
+//! `dispatch.concurrency`. A lane only decides and writes (slow work becomes a job), so it is quick.
+//!
+//! An event leaves the inbox only after it was handled, so a crash replays it; handlers make
+//! replays harmless (deterministic send txn ids, one job per trigger). Each room task commits its
+//! own progress: right after any event with an effect others can see (a reply, a join, a job), and
+//! in batches for plain messages, so a crash replays at most one visible effect per room.
+//!
+//! Tries are counted per event that runs: before it starts when it heads its room's batch (so an
+//! event that crashes the process is counted and, after `dispatch.max_attempts`, set aside), and
+//! when a later one fails. A batch whose head was tried before goes carefully — every event counted
+//! and committed on its own — so a poison event becomes the head and is counted too.
 
 use crate::context::Context;
 use crate::events;
-use crate::store::{InboxItem, IndexWrite, now_ms};
+use crate::store::{InboxItem, Write, now_ms};
 use futures_util::FutureExt;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,21 +25,24 @@ use tokio::task::JoinSet;
 /// Candidates looked at per claim, and events handed to one room task at most.
 const CLAIM_CANDIDATES: i64 = 2048;
 const PER_ROOM: usize = 256;
+/// Plain messages committed together at most.
+const COMMIT_EVERY: usize = 64;
 /// Poll interval, for events whose back-off has passed (new events wake the loop at once).
 const POLL: Duration = Duration::from_secs(1);
 /// Back-off of a failed event: 1 s doubling up to 5 minutes.
 const RETRY_BASE_MS: i64 = 1_000;
 const RETRY_MAX_MS: i64 = 300_000;
-/// Transaction ids are remembered this long; the homeserver retries for far less.
+/// Transaction records are kept this long; the homeserver retries for far less.
 const SEEN_TXN_TTL_MS: i64 = 30 * 24 * 3600 * 1000;
-/// How long shutdown waits for events being handled.
+/// How long shutdown waits for events being handled (each room task commits as it goes).
 const DRAIN: Duration = Duration::from_secs(10);
 
 /// Runs until `shutdown` turns true.
 pub async fn run(ctx: Arc<Context>, signal: Arc<Notify>, mut shutdown: watch::Receiver<bool>) {
     let concurrency = ctx.config.dispatch.concurrency;
     let mut busy: HashSet<String> = HashSet::new();
-    let mut tasks: JoinSet<Handled> = JoinSet::new();
+    let mut tasks: JoinSet<()> = JoinSet::new();
+    let mut rooms: HashMap<tokio::task::Id, String> = HashMap::new();
     let mut tick = tokio::time::interval(POLL);
     let mut last_prune = 0;
     loop {
@@ -39,7 +51,8 @@ pub async fn run(ctx: Arc<Context>, signal: Arc<Notify>, mut shutdown: watch::Re
                 Ok(batches) => {
                     for (room, items) in batches {
                         busy.insert(room.clone());
-                        tasks.spawn(handle_room(ctx.clone(), room, items));
+                        let task = tasks.spawn(handle_room(ctx.clone(), items));
+                        rooms.insert(task.id(), room);
                     }
                 }
                 Err(e) => tracing::error!(error = %e, "cannot read the inbox; retrying"),
@@ -47,37 +60,22 @@ pub async fn run(ctx: Arc<Context>, signal: Arc<Notify>, mut shutdown: watch::Re
         }
         if now_ms() - last_prune > 3600 * 1000 {
             last_prune = now_ms();
-            match ctx.store.prune_seen_txns(now_ms() - SEEN_TXN_TTL_MS).await {
-                Ok(n) if n > 0 => tracing::info!(pruned = n, "forgot old transaction ids"),
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "cannot prune old transaction ids"),
-            }
+            prune(&ctx).await;
         }
         tokio::select! {
             _ = signal.notified() => {}
-            Some(first) = tasks.join_next() => {
-                // Collect every room that finished meanwhile: one transaction for all of them.
-                let (mut handled, mut writes) = (Vec::new(), Vec::new());
-                let mut finished = Some(first);
-                while let Some(result) = finished {
-                    match result {
-                        Ok(done) => {
-                            busy.remove(&done.room);
-                            handled.extend(done.seqs);
-                            writes.extend(done.writes);
-                        }
-                        // handle_room catches handler panics; this is a bug in the loop itself.
-                        Err(e) => {
-                            tracing::error!(error = %e, "room task failed");
-                            busy.clear();
-                        }
+            Some(ended) = tasks.join_next_with_id() => {
+                let id = match ended {
+                    Ok((id, ())) => id,
+                    // handle_room catches handler panics; this is a bug in the lane itself. Only
+                    // that room is freed; its events stay in the inbox.
+                    Err(e) => {
+                        tracing::error!(error = %e, "room task failed");
+                        e.id()
                     }
-                    finished = tasks.try_join_next();
-                }
-                if let Err(e) = ctx.store.inbox_done(&handled, &writes).await {
-                    // They stay in the inbox and are handled again (their index changes decided
-                    // anew); replies are deduplicated by txn id.
-                    tracing::error!(error = %e, "cannot remove handled events from the inbox");
+                };
+                if let Some(room) = rooms.remove(&id) {
+                    busy.remove(&room);
                 }
             }
             _ = tick.tick() => {}
@@ -88,6 +86,21 @@ pub async fn run(ctx: Arc<Context>, signal: Arc<Notify>, mut shutdown: watch::Re
         tracing::info!(rooms = tasks.len(), "waiting for events being handled");
         // Whatever does not finish stays in the inbox and is replayed at the next start.
         let _ = tokio::time::timeout(DRAIN, async { while tasks.join_next().await.is_some() {} }).await;
+    }
+}
+
+/// The hourly clean-up of what only grows.
+async fn prune(ctx: &Context) {
+    match ctx.store.prune_seen_txns(now_ms() - SEEN_TXN_TTL_MS).await {
+        Ok(n) if n > 0 => tracing::info!(pruned = n, "forgot old transaction ids"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot prune old transaction ids"),
+    }
+    let keep_ms = i64::try_from(ctx.config.jobs.keep_days).unwrap_or(i64::MAX / 2).saturating_mul(86_400_000);
+    match ctx.store.jobs_prune(now_ms().saturating_sub(keep_ms)).await {
+        Ok(n) if n > 0 => tracing::info!(pruned = n, "forgot finished jobs"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot prune finished jobs"),
     }
 }
 
@@ -122,49 +135,95 @@ async fn claim(
     Ok(batches)
 }
 
-/// What one room task got through.
-struct Handled {
-    room: String,
-    /// The events handled (or set aside), for the loop to remove from the inbox…
+/// Handled events not committed yet, and what they decided.
+#[derive(Default)]
+struct Pending {
     seqs: Vec<i64>,
-    /// …together with the index changes they called for, in order.
-    writes: Vec<IndexWrite>,
+    writes: Vec<Write>,
+    /// Whether the writes hold jobs or cancels for the job workers.
+    wakes_jobs: bool,
+}
+
+impl Pending {
+    /// Removes the handled events from the inbox with their writes; `false` when that failed
+    /// (they stay in the inbox and are handled again later).
+    async fn commit(&mut self, ctx: &Context) -> bool {
+        if self.seqs.is_empty() {
+            return true;
+        }
+        match ctx.store.inbox_done(&self.seqs, &self.writes).await {
+            Ok(()) => {
+                if self.wakes_jobs {
+                    ctx.jobs_wake.notify_one();
+                }
+                *self = Self::default();
+                true
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot remove handled events from the inbox");
+                false
+            }
+        }
+    }
 }
 
 /// Handles one room's events in order; stops at the first one that must wait.
-async fn handle_room(ctx: Arc<Context>, room: String, items: Vec<InboxItem>) -> Handled {
+async fn handle_room(ctx: Arc<Context>, items: Vec<InboxItem>) {
     let max_attempts = i64::from(ctx.config.dispatch.max_attempts);
-    let mut done = Vec::with_capacity(items.len());
-    let mut writes = Vec::new();
-    for item in items {
-        let attempt = item.attempts;
+    let careful = items.first().is_some_and(|head| head.attempts > 0);
+    let mut pending = Pending::default();
+    for (i, item) in items.iter().enumerate() {
+        // Counted before it starts: the head of a batch, and every event of a careful one.
+        let counted = i == 0 || careful;
+        let mut attempt = item.attempts + 1;
+        if counted {
+            if !pending.commit(&ctx).await {
+                return;
+            }
+            match ctx.store.inbox_attempt(item.seq).await {
+                Ok(n) => attempt = n,
+                Err(e) => return tracing::error!(error = %e, "cannot count an attempt; retrying later"),
+            }
+        }
         if attempt > max_attempts {
-            dead_letter(&ctx, &item, "gave up: the agent stopped while handling it too often").await;
+            dead_letter(&ctx, &mut pending, item, "gave up: the agent stopped while handling it too often").await;
             continue;
         }
-        let outcome = AssertUnwindSafe(events::handle(&ctx, &item)).catch_unwind().await;
+        let outcome = AssertUnwindSafe(events::handle(&ctx, item)).catch_unwind().await;
         match outcome {
-            Ok(Ok(write)) => {
+            Ok(Ok(outcome)) => {
                 tracing::debug!(event_id = %item.event_id, attempt, "event handled");
-                done.push(item.seq);
-                writes.extend(write);
+                pending.seqs.push(item.seq);
+                pending.wakes_jobs |= outcome.writes.iter().any(|w| !matches!(w, Write::Index(_)));
+                pending.writes.extend(outcome.writes);
+                let commit_now = outcome.flush || careful || pending.seqs.len() >= COMMIT_EVERY;
+                if commit_now && !pending.commit(&ctx).await {
+                    return;
+                }
             }
             Ok(Err(e)) if e.is_transient() && attempt < max_attempts => {
-                let delay = (RETRY_BASE_MS << (attempt - 1).min(20)).min(RETRY_MAX_MS);
+                let delay = (RETRY_BASE_MS << (attempt - 1).clamp(0, 20)).min(RETRY_MAX_MS);
                 tracing::warn!(event_id = %item.event_id, attempt, delay_ms = delay, error = %e, "event failed; will retry");
-                if let Err(e) = ctx.store.inbox_retry_at(item.seq, now_ms() + delay).await {
+                if !pending.commit(&ctx).await {
+                    return;
+                }
+                if let Err(e) = ctx.store.inbox_retry_at(item.seq, now_ms() + delay, !counted).await {
                     tracing::error!(error = %e, "cannot schedule the retry");
                 }
-                break;
+                return;
             }
-            Ok(Err(e)) => dead_letter(&ctx, &item, &e.to_string()).await,
-            Err(_) => dead_letter(&ctx, &item, "the handler panicked").await,
+            Ok(Err(e)) => dead_letter(&ctx, &mut pending, item, &e.to_string()).await,
+            Err(_) => dead_letter(&ctx, &mut pending, item, "the handler panicked").await,
         }
     }
-    Handled { room, seqs: done, writes }
+    pending.commit(&ctx).await;
 }
 
-async fn dead_letter(ctx: &Context, item: &InboxItem, reason: &str) {
+/// Sets an event that keeps failing aside, so its room goes on (in order, after what was handled).
+async fn dead_letter(ctx: &Context, pending: &mut Pending, item: &InboxItem, reason: &str) {
+    if !pending.commit(ctx).await {
+        return;
+    }
     tracing::error!(event_id = %item.event_id, room_id = %item.room_id, reason, "giving up on an event");
     if let Err(e) = ctx.store.inbox_dead_letter(item.seq, reason).await {
         tracing::error!(error = %e, "cannot set the event aside");

@@ -1,15 +1,16 @@
-//! One inbox event → its effects: membership (join/reject/forget), commands, the encrypted-room
-//! notice, indexing (messages, edits and redactions queued for the vector store; history read in
-//! on join). Replies carry txn ids derived from the triggering event, so a replay after a crash is
-//! deduplicated by the homeserver.
+//! The room lane: one inbox event → its effects. Membership (join/reject/forget), quick commands
+//! answered at once, slow work (answers, Planka, search) queued as jobs, the encrypted-room notice,
+//! indexing (messages, edits and redactions queued for the vector store; history read in on join),
+//! cancels. Nothing here waits on a model, a crawl or a browser (invariant 9). Replies carry txn ids
+//! derived from the triggering event, so a replay after a crash is deduplicated by the homeserver.
 
 use crate::chat;
 use crate::commands::{self, Invocation};
 use crate::context::Context;
 use crate::handler::{self, HandleError};
-use crate::store::{InboxItem, IndexWrite, StoreError, now_ms};
+use crate::store::{CancelTarget, InboxItem, IndexWrite, StoreError, Write, now_ms};
 use crate::strings;
-use crate::syntax::{self, Command};
+use crate::syntax::{self, Command, IndexChange};
 use ruma::events::room::encrypted::OriginalRoomEncryptedEvent;
 use ruma::events::room::member::{MembershipState, OriginalRoomMemberEvent};
 use ruma::events::room::message::{MessageType, OriginalRoomMessageEvent, Relation};
@@ -17,31 +18,51 @@ use ruma::events::room::redaction::{OriginalRoomRedactionEvent, RoomRedactionEve
 use ruma::events::{AnyMessageLikeEvent, AnyStateEvent, AnyTimelineEvent, MessageLikeEvent, StateEvent};
 use ruma::{EventId, RoomId, UserId};
 
-/// Handles one inbox event. Returns the change to the indexing queue it calls for, which the
-/// dispatcher writes together with the event's removal from the inbox.
+/// What handling one event decided: the writes that go with its removal from the inbox, and
+/// whether that must be committed at once — the event had an effect others can see or queued work —
+/// rather than together with the next events (plain messages only queue an index change).
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub writes: Vec<Write>,
+    pub flush: bool,
+}
+
+impl Outcome {
+    /// Nothing happened outside the database.
+    fn quiet(writes: impl IntoIterator<Item = Write>) -> Self {
+        Self { writes: writes.into_iter().collect(), flush: false }
+    }
+
+    /// Something was sent, or work was queued.
+    fn acted(writes: impl IntoIterator<Item = Write>) -> Self {
+        Self { writes: writes.into_iter().collect(), flush: true }
+    }
+}
+
+/// Handles one inbox event: quick decisions and replies here, slow work queued as a job.
 #[tracing::instrument(skip_all, fields(room_id = %item.room_id, event_id = %item.event_id))]
-pub async fn handle(ctx: &Context, item: &InboxItem) -> Result<Option<IndexWrite>, HandleError> {
+pub async fn handle(ctx: &Context, item: &InboxItem) -> Result<Outcome, HandleError> {
     let event = match serde_json::from_str::<AnyTimelineEvent>(&item.event) {
         Ok(event) => event,
         Err(e) => {
             tracing::warn!(error = %e, "ignoring an event that does not parse");
-            return Ok(None);
+            return Ok(Outcome::default());
         }
     };
     match event {
         AnyTimelineEvent::State(AnyStateEvent::RoomMember(StateEvent::Original(ev))) => {
-            membership(ctx, &ev).await.map(|()| None)
+            membership(ctx, &ev).await.map(|()| Outcome::acted([]))
         }
         AnyTimelineEvent::MessageLike(AnyMessageLikeEvent::RoomMessage(MessageLikeEvent::Original(ev))) => {
-            message(ctx, &ev).await
+            message(ctx, &ev, &item.event).await
         }
         AnyTimelineEvent::MessageLike(AnyMessageLikeEvent::RoomEncrypted(MessageLikeEvent::Original(ev))) => {
-            encrypted(ctx, &ev).await.map(|()| None)
+            encrypted(ctx, &ev).await.map(|()| Outcome::acted([]))
         }
         AnyTimelineEvent::MessageLike(AnyMessageLikeEvent::RoomRedaction(RoomRedactionEvent::Original(ev))) => {
             Ok(redaction(&ev))
         }
-        _ => Ok(None),
+        _ => Ok(Outcome::default()),
     }
 }
 
@@ -102,66 +123,77 @@ async fn joined(ctx: &Context, room: &RoomId) -> Result<(), StoreError> {
     Ok(())
 }
 
-async fn message(ctx: &Context, ev: &OriginalRoomMessageEvent) -> Result<Option<IndexWrite>, HandleError> {
+async fn message(ctx: &Context, ev: &OriginalRoomMessageEvent, raw: &str) -> Result<Outcome, HandleError> {
     // Messages addressed to a coding agent's ghost go to its inbox (the ghosts' own are noted).
     crate::agents::inbox::capture(ctx, ev).await?;
     // Never react to ourselves or to notices (other bots'), so no loops (invariant 2).
     if ctx.namespace.is_ours(&ev.sender) {
-        return Ok(None);
+        return Ok(Outcome::default());
     }
-    let MessageType::Text(text) = &ev.content.msgtype else { return Ok(None) };
+    let MessageType::Text(text) = &ev.content.msgtype else { return Ok(Outcome::default()) };
     // An edit is not a new command; it re-indexes the message it edits.
     if let Some(Relation::Replacement(edit)) = &ev.content.relates_to {
         if let MessageType::Text(new) = &edit.new_content.msgtype
             && syntax::parse(&new.body).is_none()
             && let Some(original) = edited(ctx, ev, &edit.event_id).await?
         {
-            return index(ctx, &original, &new.body).await;
+            return Ok(Outcome::quiet(index(ctx, &original, &new.body).await?));
         }
-        return Ok(None);
+        return Ok(Outcome::default());
     }
     let allowed = ctx.access.is_user(&ev.sender);
     let Some(command) = syntax::parse(&text.body) else {
-        let write = index(ctx, ev, &text.body).await?;
+        let indexed = index(ctx, ev, &text.body).await?;
         // Not a command: a question, if it is addressed to the agent (plain chatter is not).
         if allowed && let Some(question) = chat::addressed(ctx, ev, &text.body).await? {
-            chat::answer(ctx, ev, &question).await?;
+            let job = chat::request(ctx, ev, raw, &question).await?;
+            return Ok(Outcome::acted(indexed.into_iter().chain(job)));
         }
-        return Ok(write);
+        return Ok(Outcome::quiet(indexed));
     };
-    command_reply(ctx, ev, allowed, &command).await.map(|()| None)
-}
-
-async fn command_reply(
-    ctx: &Context,
-    ev: &OriginalRoomMessageEvent,
-    allowed: bool,
-    command: &Command,
-) -> Result<(), HandleError> {
     if !allowed {
         tracing::info!(sender = %ev.sender, "command from a user not in access.users");
-        return handler::reply_to(ctx, ev, &strings::not_allowed()).await;
+        handler::reply_to(ctx, ev, &strings::not_allowed()).await?;
+        return Ok(Outcome::acted([]));
     }
+    command_outcome(ctx, ev, raw, &command).await.map(Outcome::acted)
+}
+
+/// A command: answered at once when that needs no slow backend, else queued as a job.
+async fn command_outcome(
+    ctx: &Context,
+    ev: &OriginalRoomMessageEvent,
+    raw: &str,
+    command: &Command,
+) -> Result<Option<Write>, HandleError> {
     let reply = match command {
-        Command::Ask { question } => return chat::answer(ctx, ev, question).await,
-        Command::Task(_) | Command::Board(_) => return commands::task::run(ctx, ev, command).await,
-        Command::Model { name } => commands::llm::model(ctx, ev, name.as_deref()).await?,
+        Command::Ask { question } => return chat::request(ctx, ev, raw, question).await,
+        Command::Task(_)
+        | Command::Board(_)
+        | Command::Model { .. }
+        | Command::Search { .. }
+        | Command::Index(IndexChange::Status) => return commands::request(ctx, ev, raw).await,
+        Command::Jobs => commands::jobs::list(ctx, ev).await?,
+        Command::Cancel => {
+            let (reply, cancel) = commands::jobs::cancel(ctx, ev).await?;
+            handler::reply_to(ctx, ev, &reply).await?;
+            return Ok(cancel);
+        }
         Command::Prompt(change) => commands::llm::prompt(ctx, ev, change).await?,
         Command::Usage => commands::llm::usage(ctx, ev).await?,
-        Command::Search { query, all: false } => commands::search::run(ctx, ev, query).await,
-        Command::Search { query, all: true } => commands::search::run_all(ctx, ev, query).await?,
         Command::Index(change) => commands::search::index(ctx, ev, *change).await?,
         _ => {
             let lag = now_ms() - i64::from(ev.origin_server_ts.get());
             commands::execute(command, &Invocation { lag_ms: (lag >= 0).then_some(lag) })
         }
     };
-    handler::reply_to(ctx, ev, &reply).await
+    handler::reply_to(ctx, ev, &reply).await?;
+    Ok(None)
 }
 
 /// `body` as the text of message `ev` (its own, or an edit's) for the vector store, if its room
 /// is indexed. Encrypted messages never get here: only their ciphertext reaches the agent.
-async fn index(ctx: &Context, ev: &OriginalRoomMessageEvent, body: &str) -> Result<Option<IndexWrite>, HandleError> {
+async fn index(ctx: &Context, ev: &OriginalRoomMessageEvent, body: &str) -> Result<Option<Write>, HandleError> {
     if body.trim().is_empty() || !ctx.indexing_on(&ev.room_id).await? {
         return Ok(None);
     }
@@ -171,7 +203,7 @@ async fn index(ctx: &Context, ev: &OriginalRoomMessageEvent, body: &str) -> Resu
     };
     let ts = i64::from(ev.origin_server_ts.get());
     // Stored whole (an event is at most 64 KiB); the indexer embeds a bounded prefix.
-    Ok(Some(IndexWrite::upsert(ev.event_id.as_str(), ev.room_id.as_str(), ev.sender.as_str(), ts, thread, body)))
+    Ok(Some(IndexWrite::upsert(ev.event_id.as_str(), ev.room_id.as_str(), ev.sender.as_str(), ts, thread, body).into()))
 }
 
 /// The message an edit replaces, as the homeserver has it — `None` when the edit does not count:
@@ -200,11 +232,13 @@ async fn edited(
     })
 }
 
-/// A redacted message must stop being findable: its record is to be deleted.
-fn redaction(ev: &OriginalRoomRedactionEvent) -> Option<IndexWrite> {
+/// A redacted message must stop being findable (its record is deleted), and work it asked for
+/// stops (its job, if any, is cancelled).
+fn redaction(ev: &OriginalRoomRedactionEvent) -> Outcome {
     // Room versions 11+ name the redacted event in the content, older ones beside it.
-    let redacts = ev.content.redacts.as_ref().or(ev.redacts.as_ref())?;
-    Some(IndexWrite::delete(redacts.as_str(), ev.room_id.as_str()))
+    let Some(redacts) = ev.content.redacts.as_ref().or(ev.redacts.as_ref()) else { return Outcome::default() };
+    let cancel = Write::Cancel { target: CancelTarget::Trigger(redacts.to_string()), by: ev.sender.to_string() };
+    Outcome::acted([IndexWrite::delete(redacts.as_str(), ev.room_id.as_str()).into(), cancel])
 }
 
 /// One notice per room that encrypted messages cannot be read yet — not one per message.

@@ -13,6 +13,9 @@ pub enum HandleError {
     Matrix(#[from] MatrixError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A bug of ours (a state that should not occur); never worth retrying.
+    #[error("internal error: {0}")]
+    Unexpected(String),
 }
 
 impl HandleError {
@@ -21,6 +24,7 @@ impl HandleError {
         match self {
             Self::Matrix(e) => e.is_transient(),
             Self::Store(_) => true,
+            Self::Unexpected(_) => false,
         }
     }
 }

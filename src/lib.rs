@@ -11,18 +11,21 @@
 //!   chat command language (pure parse).
 //! - Clients, one per backend: [`matrix`] (homeserver), [`llm`] (OpenAI-compatible chat and
 //!   embeddings), [`planka`], [`rag`] (Chroma, retrieval, the indexer that feeds it).
-//! - [`context`], [`handler`]: what handlers share (clients + policy), their error type and the one
-//!   way to reply.
+//! - [`context`], [`handler`], [`progress`], [`jobs`]: what handlers share (clients + policy), their
+//!   error type and the one way to reply, a message edited in place, and the durable job queue with
+//!   its workers (slow work, off the rooms' lanes).
 //! - Features: [`chat`] (when and how the agent answers), [`commands`] (executing commands),
 //!   [`backfill`] (reading a room's earlier history into the index).
-//! - The lane: [`events`] (one inbox event → its effects), [`dispatch`] (inbox → per-room ordered
-//!   handling).
+//! - The lane: [`events`] (one inbox event → its effects: quick replies, or a job), [`dispatch`]
+//!   (inbox → per-room ordered handling), [`work`] (which feature runs each kind of job).
 //! - [`appservice`] (the HTTP API the homeserver calls), [`service`] (`serve`), [`ops`] (the
 //!   one-shot CLI operations).
 //!
 //! ## The data path
 //! homeserver → `PUT /transactions` → one db transaction (txn id + events) → 200 →
-//! dispatcher → handler → reply with a txn id derived from the trigger.
+//! dispatcher → room lane (quick reply, or a job written with the event's removal from the inbox)
+//! → job workers → status message edited in place → result. Sends carry txn ids derived from the
+//! trigger.
 
 pub mod access;
 pub mod agents;
@@ -37,10 +40,12 @@ pub mod error_text;
 pub mod events;
 pub mod ghosts;
 pub mod handler;
+pub mod jobs;
 pub mod llm;
 pub mod matrix;
 pub mod ops;
 pub mod planka;
+pub mod progress;
 pub mod prompts;
 pub mod rag;
 pub mod registration;
@@ -49,3 +54,4 @@ pub mod service;
 pub mod store;
 pub mod strings;
 pub mod syntax;
+pub mod work;

@@ -6,9 +6,11 @@ use crate::backfill;
 use crate::config::Config;
 use crate::context::Context;
 use crate::dispatch;
+use crate::jobs;
 use crate::matrix::{MatrixClient, MatrixError};
 use crate::rag::indexer;
 use crate::store::Store;
+use crate::work;
 use anyhow::Context as _;
 use std::future::Future;
 use std::sync::Arc;
@@ -34,6 +36,7 @@ pub async fn serve(
     let (stop, stopped) = watch::channel(false);
     let dispatcher = tokio::spawn(dispatch::run(ctx.clone(), signal.clone(), stopped.clone()));
     let indexer = tokio::spawn(indexer::run(store.clone(), ctx.rag.clone(), stopped.clone()));
+    let jobs = tokio::spawn(jobs::run(ctx.clone(), work::runner(), stopped.clone()));
     let agents = tokio::spawn(crate::agents::run(ctx.clone(), stopped.clone()));
     let backfill = tokio::spawn(backfill::run(ctx.clone(), stopped));
     tokio::spawn(announce(ctx.clone()));
@@ -60,6 +63,7 @@ pub async fn serve(
     tracing::info!("shutting down");
     let _ = stop.send(true);
     let _ = dispatcher.await;
+    let _ = jobs.await;
     let _ = indexer.await;
     let _ = backfill.await;
     let _ = agents.await;

@@ -11,6 +11,8 @@ pub fn help() -> String {
      - `!model [name]` — the models I can use, and this room's; admins set it\n\
      - `!prompt [text|reset]` — this room's instructions for me; admins set them\n\
      - `!usage` — tokens used by this room and by you\n\
+     - `!jobs` — what this room has waiting or running (answers, Planka, searches); `!cancel` in reply to \
+     one of them (or its request) stops it — without a reply, your latest one here\n\
      - `!search <query>` — earlier messages of this room about that, with links to them; \
      `!search --all <query>` searches every room you and I are both in\n\
      - `!index [on|off|status|backfill]` — whether this room's messages are kept for `!search`; admins switch \
@@ -76,6 +78,10 @@ pub fn llm_failed(error: &str, available: Option<&[String]>) -> String {
 /// Appended to an answer whose stream broke off.
 pub fn answer_cut(error: &str) -> String {
     format!("\n\n_(my answer was cut off: {error})_")
+}
+
+pub fn answer_cancelled() -> String {
+    "\n\n_(cancelled)_".to_owned()
 }
 
 pub fn empty_answer() -> String {
@@ -152,8 +158,127 @@ pub fn rate_limited(per_minute: u32) -> String {
     format!("You have asked {per_minute} questions in the last minute; please wait a moment before the next one.")
 }
 
-pub fn queued() -> String {
-    "Other answers are being written; yours is queued and will follow.".to_owned()
+// ---- Jobs: slow work that waits its turn ----
+
+/// The status of a job that waits: `ahead` jobs start before it.
+pub fn job_queued(ahead: usize) -> String {
+    match ahead {
+        0 => "Queued: yours is next. (Reply `!cancel` to this message to drop it.)".to_owned(),
+        1 => "Queued: 1 request is ahead of yours. (Reply `!cancel` to this message to drop it.)".to_owned(),
+        n => format!("Queued: {n} requests are ahead of yours. (Reply `!cancel` to this message to drop it.)"),
+    }
+}
+
+pub fn job_started() -> String {
+    "Working on it now…".to_owned()
+}
+
+pub fn job_done() -> String {
+    "Done.".to_owned()
+}
+
+pub fn job_cancelled(by: Option<&str>) -> String {
+    match by {
+        Some(by) => format!("Cancelled by {by}."),
+        None => "Cancelled.".to_owned(),
+    }
+}
+
+/// A job failed and its reply says why.
+pub fn job_failed_told() -> String {
+    "Failed: see my reply.".to_owned()
+}
+
+/// A job failed where nothing was said yet (the details are in the agent's log).
+pub fn job_failed() -> String {
+    "Sorry, this failed on my side: the homeserver or my database did not answer in time. Please ask again in \
+     a while."
+        .to_owned()
+}
+
+pub fn job_interrupted() -> String {
+    "I was interrupted several times while working on this (restarts), so I gave up. Please ask again.".to_owned()
+}
+
+/// One line of `!jobs`.
+pub struct JobLine {
+    pub label: String,
+    pub kind: String,
+    pub who: String,
+    /// Since it started (running) or was asked (queued).
+    pub since_secs: i64,
+    /// Its place among this room's waiting jobs; `None` while it runs.
+    pub position: Option<usize>,
+}
+
+pub fn jobs_listed(jobs: &[JobLine]) -> String {
+    if jobs.is_empty() {
+        return "Nothing is waiting or running in this room.".to_owned();
+    }
+    let mut text = String::from("**Waiting or running in this room**\n");
+    for job in jobs {
+        let label = plain(&job.label);
+        let since = duration(job.since_secs);
+        let state = match job.position {
+            None => format!("running for {since}"),
+            Some(n) => format!("waiting ({} in line here) for {since}", ordinal(n)),
+        };
+        text.push_str(&format!("- {label} — {} for {}, {state}\n", job.kind, plain(&job.who)));
+    }
+    text.push_str("\nReply `!cancel` to a request (or to my message about it) to stop it.");
+    text
+}
+
+fn ordinal(n: usize) -> String {
+    let suffix = match (n % 10, n % 100) {
+        (1, r) if r != 11 => "st",
+        (2, r) if r != 12 => "nd",
+        (3, r) if r != 13 => "rd",
+        _ => "th",
+    };
+    format!("{n}{suffix}")
+}
+
+fn duration(secs: i64) -> String {
+    match secs {
+        s if s < 90 => format!("{s} s"),
+        s if s < 5400 => format!("{} min", s / 60),
+        s => format!("{} h", s / 3600),
+    }
+}
+
+pub fn cancelling(label: &str) -> String {
+    format!("Cancelling: {}.", plain(label))
+}
+
+pub fn cancel_no_job_there() -> String {
+    "The message you replied to has no request of mine that I could cancel.".to_owned()
+}
+
+pub fn cancel_nothing_of_yours() -> String {
+    "You have nothing waiting or running in this room. (`!jobs` lists what there is.)".to_owned()
+}
+
+pub fn cancel_already_over(label: &str, state: &str) -> String {
+    format!("That one is over already ({state}): {}.", plain(label))
+}
+
+pub fn cancel_not_yours(owner: &str) -> String {
+    format!("Only {} or an admin can cancel that one.", plain(owner))
+}
+
+pub fn room_queue_full(max: usize) -> String {
+    format!(
+        "This room already has {max} requests waiting or running, which is as many as I take. Please wait for \
+         some to finish (`!jobs` lists them; `!cancel` drops yours)."
+    )
+}
+
+pub fn user_queue_full(max: usize) -> String {
+    format!(
+        "You already have {max} requests waiting or running, which is as many as I take from one person. Please \
+         wait for some to finish (`!jobs` lists them; `!cancel` drops yours)."
+    )
 }
 
 pub fn answered_by_fallback(model: &str) -> String {

@@ -234,6 +234,8 @@ async fn kill_9_between_ack_and_processing_loses_nothing_and_repeats_nothing() {
     let mut agent = Agent::start(synapse().slot(), options).await;
     let alice = User::register("alice").await;
     let room = alice.room_with(&agent.user_id()).await;
+    // The join's own calls are over (its response must not be the one held below).
+    sentinel(&alice, &room, &agent).await;
 
     // 1. The reply reaches Synapse but the agent never hears back, then dies.
     proxy.set(Mode::HoldResponses);

@@ -249,10 +249,14 @@ async fn questions_are_rate_limited_and_queued() {
 
     // One answer at a time: the second room's question waits, and says so.
     let first = alice.send_text(&room_a, "!ask one").await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The first question has reached the model (whose first token takes 3 s) before the second.
+    wait_for("the first question at the model", Duration::from_secs(30), || async {
+        (!llm.requests().is_empty()).then_some(())
+    })
+    .await;
     let second = bob.send_text(&room_b, "!ask two").await;
     let queued = bob.wait_reply(&room_b, &agent.user_id(), &second).await;
-    assert!(body(&queued).contains("queued"), "{queued}");
+    assert!(body(&queued).starts_with("Queued"), "{queued}");
     wait_answer(&alice, &room_a, &agent, &first, "You said").await;
     wait_answer(&bob, &room_b, &agent, &second, "You said").await;
 

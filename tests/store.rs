@@ -28,22 +28,25 @@ async fn contract(store: Store) {
     assert!(!store.ingest("t1", vec![ev("!a", "$9", "{}")]).await.unwrap(), "a retried txn must be recognised");
     assert_eq!(store.inbox_len().await.unwrap(), 3);
 
-    // Oldest first, JSON kept byte for byte; claiming counts an attempt.
+    // Oldest first, JSON kept byte for byte; claiming counts nothing (a try is counted when it runs).
     let items = claim_all(&store, &[]).await;
     let ids: Vec<&str> = items.iter().map(|i| i.event_id.as_str()).collect();
     assert_eq!(ids, ["$1", "$2", "$3"]);
     assert_eq!(items[1].event, r#"{"n":2}"#);
     assert!(items.windows(2).all(|w| w[0].seq < w[1].seq));
-    assert!(items.iter().all(|i| i.attempts == 1));
+    assert!(items.iter().all(|i| i.attempts == 0));
+    assert_eq!(store.inbox_attempt(items[0].seq).await.unwrap(), 1);
     // Rooms being handled are left out.
     assert_eq!(candidates(&store, &["!a"]).await, [items[2].seq]);
 
     // A head backing off holds back its whole room, not the others.
-    store.inbox_retry_at(items[0].seq, now_ms() + 60_000).await.unwrap();
+    store.inbox_retry_at(items[0].seq, now_ms() + 60_000, false).await.unwrap();
     assert_eq!(candidates(&store, &[]).await, [items[2].seq]);
+    assert_eq!(store.inbox_claim(&[items[0].seq]).await.unwrap()[0].attempts, 1, "counted once, before it ran");
 
-    // Attempts are counted per claim; done events leave.
-    assert_eq!(store.inbox_claim(&[items[2].seq]).await.unwrap()[0].attempts, 2);
+    // A failed try not counted before it started is counted when it fails; done events leave.
+    store.inbox_retry_at(items[2].seq, 0, true).await.unwrap();
+    assert_eq!(store.inbox_claim(&[items[2].seq]).await.unwrap()[0].attempts, 1);
     store.inbox_done(&[items[2].seq], &[]).await.unwrap();
     assert_eq!(store.inbox_len().await.unwrap(), 2);
 
@@ -64,7 +67,8 @@ async fn contract(store: Store) {
     assert!(got.iter().enumerate().all(|(i, item)| item.event_id == ids[i]));
     let seqs: Vec<i64> = got.iter().map(|i| i.seq).collect();
     // Handled events leave the inbox in the same transaction that queues their index changes.
-    let writes = [IndexWrite::upsert("$big0", "!c", "@u:s", 1, None, "hello"), IndexWrite::delete("$big1", "!c")];
+    let writes =
+        [IndexWrite::upsert("$big0", "!c", "@u:s", 1, None, "hello").into(), IndexWrite::delete("$big1", "!c").into()];
     store.inbox_done(&seqs, &writes).await.unwrap();
     assert_eq!(store.index_backlog(Some("!c")).await.unwrap(), 2);
     let queued = store.index_due(10).await.unwrap();
@@ -370,4 +374,97 @@ async fn sqlite_index_queue_contract() {
 #[tokio::test]
 async fn postgres_index_queue_contract() {
     index_queue_contract(Store::connect(&postgres().fresh_database().await).await.unwrap()).await;
+}
+
+fn new_job(room: &str, trigger: &str, sender: &str) -> conclave_agent::store::NewJob {
+    conclave_agent::store::NewJob {
+        kind: "chat".into(),
+        room_id: room.into(),
+        trigger_event_id: trigger.into(),
+        sender: sender.into(),
+        trigger_event: format!(r#"{{"event_id":"{trigger}"}}"#),
+        payload: r#"{"question":"why?"}"#.into(),
+        label: format!("answer to {sender}"),
+    }
+}
+
+/// Jobs: written with their trigger's removal from the inbox (once per trigger), claimed one at a
+/// time with a counted attempt, recovered after a crash, cancelled, retried, finished and pruned.
+async fn jobs_contract(store: Store) {
+    use conclave_agent::store::{CancelTarget, JobState, Write};
+    assert!(store.ingest("j1", vec![ev("!r", "$q1", "{}"), ev("!r", "$q2", "{}")]).await.unwrap());
+    let items = claim_all(&store, &[]).await;
+    let writes = [Write::Job(new_job("!r", "$q1", "@a:s")), Write::Job(new_job("!r", "$q2", "@b:s"))];
+    store.inbox_done(&[items[0].seq], &writes[..1]).await.unwrap();
+    // A replayed trigger adds no second job.
+    store.inbox_done(&[items[1].seq], &[writes[0].clone(), writes[1].clone()]).await.unwrap();
+    assert_eq!(store.inbox_len().await.unwrap(), 0);
+    assert_eq!(store.jobs_active_counts("!r", "@a:s").await.unwrap(), (2, 1));
+    assert_eq!(store.jobs_active_counts("!other", "@c:s").await.unwrap(), (0, 0));
+
+    let queued = store.jobs_queued("chat", 10).await.unwrap();
+    let ids: Vec<&str> = queued.iter().map(|j| j.trigger_event_id.as_str()).collect();
+    assert_eq!(ids, ["$q1", "$q2"], "oldest first");
+    assert!(store.jobs_queued("backend", 10).await.unwrap().is_empty());
+    let (first, second) = (queued[0].id, queued[1].id);
+
+    // Claiming counts the attempt, once: a second claim of a running job gets nothing.
+    let job = store.job_claim(first).await.unwrap().expect("queued");
+    assert_eq!((job.state, job.attempts, job.label.as_str()), (JobState::Running, 1, "answer to @a:s"));
+    assert!(store.job_claim(first).await.unwrap().is_none());
+    store.job_set_status_event(first, "$status").await.unwrap();
+    store.job_set_result_event(first, "$answer").await.unwrap();
+    // Found by its trigger, its status and its result message.
+    for event in ["$q1", "$status", "$answer"] {
+        assert_eq!(store.job_by_event("!r", event).await.unwrap().map(|j| j.id), Some(first), "{event}");
+    }
+    assert!(store.job_by_event("!elsewhere", "$q1").await.unwrap().is_none(), "rooms never mix");
+    assert_eq!(store.job_latest_of("!r", "@b:s").await.unwrap().map(|j| j.id), Some(second));
+
+    // A crash: the running job is queued again, its attempt and messages kept.
+    assert_eq!(store.jobs_recover().await.unwrap(), 1);
+    let again = store.job_claim(first).await.unwrap().expect("queued again");
+    assert_eq!((again.attempts, again.result_event_id.as_deref()), (2, Some("$answer")));
+    // A retry waits; a graceful shutdown gives the attempt back.
+    store.job_retry_at(first, now_ms() + 60_000, "homeserver down").await.unwrap();
+    let waiting = store.job(first).await.unwrap().unwrap();
+    assert_eq!((waiting.state, waiting.error.as_deref()), (JobState::Queued, Some("homeserver down")));
+    assert!(waiting.not_before > now_ms());
+    let running = store.job_claim(first).await.unwrap().unwrap();
+    store.job_requeue(first).await.unwrap();
+    assert_eq!(store.job(first).await.unwrap().unwrap().attempts, running.attempts - 1);
+
+    // Cancels are flags (written with an event's removal); a queued one ends at once.
+    store
+        .inbox_done(&[], &[Write::Cancel { target: CancelTarget::Trigger("$q2".into()), by: "@b:s".into() }])
+        .await
+        .unwrap();
+    let asked = store.jobs_cancel_requested().await.unwrap();
+    assert_eq!(asked.iter().map(|j| j.id).collect::<Vec<_>>(), [second]);
+    assert_eq!(asked[0].cancelled_by.as_deref(), Some("@b:s"));
+    assert!(store.job_cancel_queued(second).await.unwrap());
+    assert!(!store.job_cancel_queued(second).await.unwrap(), "once");
+    assert!(store.jobs_cancel_requested().await.unwrap().is_empty(), "a job that is over needs no cancel");
+    // A cancel of a job that is over changes nothing.
+    store.inbox_done(&[], &[Write::Cancel { target: CancelTarget::Id(second), by: "@x:s".into() }]).await.unwrap();
+    assert_eq!(store.job(second).await.unwrap().unwrap().cancelled_by.as_deref(), Some("@b:s"));
+
+    store.job_claim(first).await.unwrap().unwrap();
+    store.job_finish(first, JobState::Done, None).await.unwrap();
+    assert!(store.jobs_in_room("!r").await.unwrap().is_empty());
+    assert_eq!(store.jobs_active_counts("!r", "@a:s").await.unwrap(), (0, 0));
+    assert_eq!(store.jobs_prune(now_ms() - 60_000).await.unwrap(), 0, "recent ones are kept");
+    assert_eq!(store.jobs_prune(now_ms() + 1).await.unwrap(), 2);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn sqlite_jobs_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    jobs_contract(Store::connect(&format!("sqlite://{}/agent.db", dir.path().display())).await.unwrap()).await;
+}
+
+#[tokio::test]
+async fn postgres_jobs_contract() {
+    jobs_contract(Store::connect(&postgres().fresh_database().await).await.unwrap()).await;
 }

@@ -13,9 +13,13 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 
 /// A send that reached the stub homeserver.
+#[allow(dead_code)] // each benchmark reads the fields it needs
 pub struct Sent {
     pub at: Instant,
     pub edit: bool,
+    /// The event it replies to, if any.
+    pub reply_to: Option<String>,
+    pub body: String,
 }
 
 #[derive(Clone)]
@@ -32,7 +36,9 @@ async fn homeserver(State(stub): State<Stub>, request: Request) -> axum::respons
         let body = axum::body::to_bytes(request.into_body(), 1 << 20).await.unwrap_or_default();
         let content: Value = serde_json::from_slice(&body).unwrap_or_default();
         let edit = content["m.relates_to"]["rel_type"] == "m.replace";
-        let _ = stub.sent.send(Sent { at, edit });
+        let reply_to = content["m.relates_to"]["m.in_reply_to"]["event_id"].as_str().map(str::to_owned);
+        let body = content["body"].as_str().unwrap_or_default().to_owned();
+        let _ = stub.sent.send(Sent { at, edit, reply_to, body });
         let n = stub.counter.fetch_add(1, Ordering::Relaxed);
         return Json(json!({"event_id": format!("$sent{n}")})).into_response();
     }

@@ -1,6 +1,6 @@
-//! Conversations with the agent: when it answers ([`addressed`]), what it sends the model
-//! (`context`), and how the answer reaches the room (`stream`), within the per-user rate and the
-//! bound on answers generated at once.
+//! Conversations with the agent: when it answers ([`addressed`]), the lane's side of a question
+//! ([`request`]: the per-user rate, then a [`Kind::Chat`] job), and the job's side ([`run_job`]):
+//! what it sends the model (`context`) and how the answer reaches the room (`stream`).
 
 mod context;
 mod stream;
@@ -10,27 +10,51 @@ pub use context::{Turn, turns_from_history};
 pub use trigger::{addressed, strip_address};
 
 use crate::context::Context;
-use crate::handler::HandleError;
+use crate::handler::{self, HandleError};
+use crate::jobs::{JobEnd, Kind, RunningJob};
+use crate::store::Write;
 use crate::strings;
 use ruma::events::room::message::OriginalRoomMessageEvent;
+use serde::{Deserialize, Serialize};
 
-/// Answers `question` (asked in `trigger`) with the room's model, streamed into the room.
-pub async fn answer(ctx: &Context, trigger: &OriginalRoomMessageEvent, question: &str) -> Result<(), HandleError> {
+/// What a chat job answers.
+#[derive(Debug, Serialize, Deserialize)]
+struct Question {
+    question: String,
+}
+
+/// `question` (asked in `trigger`, whose JSON is `raw`) becomes a job, unless the asker is over
+/// their per-minute allowance (then the refusal is the one reply).
+pub async fn request(
+    ctx: &Context,
+    trigger: &OriginalRoomMessageEvent,
+    raw: &str,
+    question: &str,
+) -> Result<Option<Write>, HandleError> {
     if !ctx.allow_question(&trigger.sender) {
         let text = strings::rate_limited(ctx.config.llm.user_requests_per_minute);
-        return stream::send_reply(ctx, trigger, "rate-limited", &text).await;
+        handler::reply(ctx, trigger, "rate-limited", &text).await?;
+        return Ok(None);
     }
-    let settings = ctx.store.room_settings(trigger.room_id.as_str()).await?;
-    let permit = match ctx.generations.clone().try_acquire_owned() {
-        Ok(permit) => permit,
-        Err(_) => {
-            stream::send_reply(ctx, trigger, "queued", &strings::queued()).await?;
-            ctx.generations.clone().acquire_owned().await.expect("the semaphore is never closed")
-        }
+    let label = format!("answer to {}", trigger.sender.localpart());
+    crate::jobs::enqueue(ctx, Kind::Chat, trigger, raw, &Question { question: question.to_owned() }, &label).await
+}
+
+/// Answers the job's question with the room's model, streamed into the room.
+pub async fn run_job(ctx: &Context, job: &RunningJob) -> JobEnd {
+    let question: Question = match job.payload() {
+        Ok(q) => q,
+        Err(reason) => return JobEnd::Failed { reason, told: false },
     };
-    let messages = context::build(ctx, trigger, question, settings.prompt.as_deref()).await?;
-    let model = settings.model.as_deref().unwrap_or(&ctx.config.llm.chat_model);
-    let result = stream::answer(ctx, trigger, &messages, model).await;
-    drop(permit);
-    result
+    let result = async {
+        let settings = ctx.store.room_settings(job.trigger.room_id.as_str()).await?;
+        let messages = context::build(ctx, &job.trigger, &question.question, settings.prompt.as_deref()).await?;
+        let model = settings.model.as_deref().unwrap_or(&ctx.config.llm.chat_model);
+        stream::answer(ctx, job, &messages, model).await
+    }
+    .await;
+    match result {
+        Ok(end) => end,
+        Err(e) => Err(e).into(),
+    }
 }

@@ -1,19 +1,23 @@
 //! An answer reaches the room as it is generated: the typing notice while working, the first
-//! message as soon as the first text arrives, then edits (`m.replace`) at most once per
-//! `llm.edit_interval_ms`, and a last edit with the final text. When the primary server fails
-//! before any text, the fallback (if configured) answers and says so; otherwise the failure is a
-//! reply that names the server. A stream that breaks keeps what arrived and says it was cut.
+//! message as soon as the first text arrives, then edits (`m.replace`, through [`Progress`]) at
+//! most once per `llm.edit_interval_ms`, and a last edit with the final text. When the primary
+//! server fails before any text, the fallback (if configured) answers and says so; otherwise the
+//! failure is a reply that names the server. A stream that breaks keeps what arrived and says it
+//! was cut; a cancel keeps it and says it was cancelled. A job run again after a crash streams into
+//! the message the first run posted.
 
 use crate::context::Context;
 use crate::handler::HandleError;
+use crate::jobs::{JobEnd, RunningJob};
 use crate::llm::{Delta, DeltaStream, LlmClient, LlmError, Message, Usage};
 use crate::matrix::{notice_reply, txn_id_for};
+use crate::progress::{Poster, Progress};
 use crate::store::{IndexWrite, now_ms};
 use crate::strings;
 use futures_util::StreamExt;
+use ruma::EventId;
 use ruma::events::room::message::{OriginalRoomMessageEvent, Relation};
-use ruma::{EventId, OwnedEventId};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How one attempt ended.
 enum Attempt {
@@ -21,29 +25,26 @@ enum Attempt {
     Failed(LlmError),
     /// Text reached the room (or the model had nothing to say).
     Answered,
+    /// Stopped by a cancel; what arrived is shown as cancelled.
+    Cancelled,
 }
 
-pub async fn answer(
-    ctx: &Context,
-    trigger: &OriginalRoomMessageEvent,
-    messages: &[Message],
-    model: &str,
-) -> Result<(), HandleError> {
+pub async fn answer(ctx: &Context, job: &RunningJob, messages: &[Message], model: &str) -> Result<JobEnd, HandleError> {
     let me = ctx.namespace.sender();
-    let room = &trigger.room_id;
+    let room = &job.trigger.room_id;
     // The typing notice is a courtesy: its failure must not stop the answer.
     let _ = ctx.matrix.typing(me, room, Some(Duration::from_secs(ctx.config.llm.timeout_secs))).await;
-    let result = answer_from_servers(ctx, trigger, messages, model).await;
+    let result = answer_from_servers(ctx, job, messages, model).await;
     let _ = ctx.matrix.typing(me, room, None).await;
     result
 }
 
 async fn answer_from_servers(
     ctx: &Context,
-    trigger: &OriginalRoomMessageEvent,
+    job: &RunningJob,
     messages: &[Message],
     model: &str,
-) -> Result<(), HandleError> {
+) -> Result<JobEnd, HandleError> {
     let primary = (&ctx.llm, model, None);
     let fallback = ctx.fallback.as_ref().map(|f| (&f.client, f.model.as_str(), Some(f.model.as_str())));
     let servers: Vec<(&LlmClient, &str, Option<&str>)> = match fallback {
@@ -54,12 +55,17 @@ async fn answer_from_servers(
     let mut last_error = None;
     for (client, model, fallback_model) in servers {
         let max_tokens = (ctx.config.llm.max_tokens > 0).then_some(ctx.config.llm.max_tokens);
-        let attempt = match client.chat_stream(model, messages, max_tokens).await {
-            Ok(stream) => stream_to_room(ctx, trigger, messages, model, fallback_model, stream).await?,
+        let started = tokio::select! {
+            started = client.chat_stream(model, messages, max_tokens) => started,
+            () = job.cancel.cancelled() => return Ok(JobEnd::Cancelled),
+        };
+        let attempt = match started {
+            Ok(stream) => stream_to_room(ctx, job, messages, model, fallback_model, stream).await?,
             Err(e) => Attempt::Failed(e),
         };
         match attempt {
-            Attempt::Answered => return Ok(()),
+            Attempt::Answered => return Ok(JobEnd::Done),
+            Attempt::Cancelled => return Ok(JobEnd::Cancelled),
             Attempt::Failed(e) => {
                 tracing::warn!(error = %e, model, "the model server failed");
                 if fallback_model.is_none() && ctx.fallback.is_some() {
@@ -75,54 +81,57 @@ async fn answer_from_servers(
         LlmError::ModelNotFound { .. } => ctx.llm.models().await.ok(),
         _ => None,
     };
-    send_reply(ctx, trigger, "answer-error", &strings::llm_failed(&e.to_string(), available.as_deref())).await
+    let text = strings::llm_failed(&e.to_string(), available.as_deref());
+    // A run after a crash whose answer message exists already says it there, not in a second one.
+    match job.result_event() {
+        Some(earlier) => {
+            let txn = txn_id_for(job.trigger.event_id.as_str(), &format!("answer-error-{}", job.job.attempts));
+            ctx.matrix.edit_message(ctx.namespace.sender(), &job.trigger.room_id, &txn, &earlier, &text).await?;
+        }
+        None => send_reply(ctx, &job.trigger, "answer-error", &text).await?,
+    }
+    Ok(JobEnd::Failed { reason: e.to_string(), told: true })
 }
 
-/// Streams one server's answer into the room.
+/// Streams one server's answer into the room: one message, edited as the text grows.
 async fn stream_to_room(
     ctx: &Context,
-    trigger: &OriginalRoomMessageEvent,
+    job: &RunningJob,
     messages: &[Message],
     model: &str,
     fallback_model: Option<&str>,
     mut stream: DeltaStream,
 ) -> Result<Attempt, HandleError> {
-    let me = ctx.namespace.sender();
-    let room = &trigger.room_id;
-    let trigger_id = trigger.event_id.as_str();
+    let trigger = &job.trigger;
     let interval = Duration::from_millis(ctx.config.llm.edit_interval_ms);
     let footer = fallback_model.map(strings::answered_by_fallback).unwrap_or_default();
+    let poster =
+        Poster { matrix: ctx.matrix.clone(), user: ctx.namespace.sender().to_owned(), room: trigger.room_id.clone() };
 
     let mut text = String::new();
-    let mut shown = String::new();
-    let mut posted: Option<OwnedEventId> = None;
-    let mut last_edit = Instant::now();
-    let mut edits = 0;
+    let mut shown: Option<Progress> = None;
     let mut usage = None;
     let mut failure = None;
-    while let Some(item) = stream.next().await {
+    let mut cancelled = false;
+    loop {
+        let item = tokio::select! {
+            item = stream.next() => item,
+            () = job.cancel.cancelled() => {
+                cancelled = true;
+                break;
+            }
+        };
+        let Some(item) = item else { break };
         match item {
             Ok(Delta::Text(t)) => {
                 text.push_str(&t);
-                let visible = format!("{}{footer}", text.trim());
                 if text.trim().is_empty() {
                     continue;
                 }
-                match &posted {
-                    None => {
-                        let txn = txn_id_for(trigger_id, "answer");
-                        posted = Some(ctx.matrix.send_message(me, room, &txn, &notice_reply(&visible, trigger)).await?);
-                        shown = visible;
-                        last_edit = Instant::now();
-                    }
-                    Some(first) if last_edit.elapsed() >= interval => {
-                        edits += 1;
-                        let txn = txn_id_for(trigger_id, &format!("answer-edit-{edits}"));
-                        ctx.matrix.edit_message(me, room, &txn, first, &visible).await?;
-                        shown = visible;
-                        last_edit = Instant::now();
-                    }
-                    Some(_) => {}
+                let visible = format!("{}{footer}", text.trim());
+                match &shown {
+                    Some(progress) => progress.update(visible),
+                    None => shown = Some(first_message(ctx, job, poster.clone(), &visible, interval).await?),
                 }
             }
             Ok(Delta::Usage(u)) => usage = Some(u),
@@ -134,30 +143,53 @@ async fn stream_to_room(
         }
     }
 
-    let Some(first) = posted else {
-        return match failure {
-            Some(e) => Ok(Attempt::Failed(e)),
-            None => {
+    let Some(progress) = shown else {
+        return match (cancelled, failure) {
+            (true, _) => Ok(Attempt::Cancelled),
+            (false, Some(e)) => Ok(Attempt::Failed(e)),
+            (false, None) => {
                 send_reply(ctx, trigger, "empty", &strings::empty_answer()).await?;
                 Ok(Attempt::Answered)
             }
         };
     };
     let mut last = text.trim().to_owned();
-    if let Some(e) = &failure {
+    if cancelled {
+        last.push_str(&strings::answer_cancelled());
+    } else if let Some(e) = &failure {
         tracing::warn!(error = %e, "answer stream broke off");
         last.push_str(&strings::answer_cut(&e.to_string()));
     }
     last.push_str(&footer);
-    if last != shown {
-        let txn = txn_id_for(trigger_id, "answer-final");
-        ctx.matrix.edit_message(me, room, &txn, &first, &last).await?;
-    }
+    let first = progress.finish(last).await?;
     record_usage(ctx, trigger, model, messages, &text, usage).await;
+    if cancelled {
+        return Ok(Attempt::Cancelled);
+    }
     if failure.is_none() {
         index_answer(ctx, trigger, &first, text.trim()).await;
     }
     Ok(Attempt::Answered)
+}
+
+/// The answer's message: the one an earlier run of this job posted (after a crash), else a new
+/// reply to the trigger, remembered with the job at once.
+async fn first_message(
+    ctx: &Context,
+    job: &RunningJob,
+    poster: Poster,
+    text: &str,
+    interval: Duration,
+) -> Result<Progress, HandleError> {
+    if let Some(earlier) = job.result_event() {
+        let progress = Progress::resume(poster, earlier, interval);
+        progress.update(text);
+        return Ok(progress);
+    }
+    let txn = txn_id_for(job.trigger.event_id.as_str(), "answer");
+    let progress = Progress::start(poster, &txn, &notice_reply(text, &job.trigger), text, interval).await?;
+    job.set_result_event(ctx, progress.event_id()).await;
+    Ok(progress)
 }
 
 /// A complete answer becomes part of the room's searchable history, under the id of the message

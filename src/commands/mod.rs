@@ -1,12 +1,62 @@
-//! Executing chat commands (their words are parsed by [`crate::syntax`]): the quick ones here,
-//! one module per family with I/O.
+//! Executing chat commands (their words are parsed by [`crate::syntax`]): the quick ones here and
+//! in `jobs`, `llm` and `search` (answered in the room's lane); those that call a backend that may
+//! be slow (Planka, search, the model list) run as [`Kind::Backend`] jobs through [`run_job`].
 
+pub mod jobs;
 pub mod llm;
 pub mod search;
 pub mod task;
 
+use crate::context::Context;
+use crate::handler::{self, HandleError};
+use crate::jobs::{JobEnd, Kind, RunningJob};
+use crate::store::Write;
 use crate::strings;
-use crate::syntax::Command;
+use crate::syntax::{self, Command, IndexChange};
+use ruma::events::room::message::{MessageType, OriginalRoomMessageEvent};
+
+/// Longest `!jobs` label taken from a command's text.
+const LABEL_CHARS: usize = 60;
+
+/// Queues the command in `trigger` as a backend job (its runner reads the command again from the
+/// trigger).
+pub async fn request(
+    ctx: &Context,
+    trigger: &OriginalRoomMessageEvent,
+    raw: &str,
+) -> Result<Option<Write>, HandleError> {
+    let body = command_text(trigger).unwrap_or_default();
+    let label: String = body.lines().next().unwrap_or_default().chars().take(LABEL_CHARS).collect();
+    crate::jobs::enqueue(ctx, Kind::Backend, trigger, raw, &serde_json::json!({}), &label).await
+}
+
+/// Runs a backend job: the command's one reply, from Planka, the vector store or the model server.
+pub async fn run_job(ctx: &Context, job: &RunningJob) -> JobEnd {
+    let ev = &job.trigger;
+    let Some(command) = command_text(ev).and_then(syntax::parse) else {
+        return JobEnd::Failed { reason: "the job's trigger is no command".into(), told: false };
+    };
+    let result: Result<(), HandleError> = async {
+        let reply = match &command {
+            Command::Task(_) | Command::Board(_) => return task::run(ctx, ev, &command).await,
+            Command::Model { name } => llm::model(ctx, ev, name.as_deref()).await?,
+            Command::Search { query, all: false } => search::run(ctx, ev, query).await,
+            Command::Search { query, all: true } => search::run_all(ctx, ev, query).await?,
+            Command::Index(IndexChange::Status) => search::index(ctx, ev, IndexChange::Status).await?,
+            other => return Err(HandleError::Unexpected(format!("{other:?} is not a backend command"))),
+        };
+        handler::reply_to(ctx, ev, &reply).await
+    }
+    .await;
+    result.into()
+}
+
+fn command_text(ev: &OriginalRoomMessageEvent) -> Option<&str> {
+    match &ev.content.msgtype {
+        MessageType::Text(text) => Some(&text.body),
+        _ => None,
+    }
+}
 
 /// What the command needs to know about the message that carried it.
 pub struct Invocation {
@@ -22,6 +72,8 @@ pub fn execute(command: &Command, invocation: &Invocation) -> String {
         | Command::Model { .. }
         | Command::Prompt(_)
         | Command::Usage
+        | Command::Jobs
+        | Command::Cancel
         | Command::Search { .. }
         | Command::Index(_)
         | Command::Task(_)

@@ -1,7 +1,6 @@
 //! Seen transaction ids and the durable event inbox (invariant 1).
 
-use super::index::{self, IndexWrite};
-use super::{DbKind, Store, StoreError, now_ms};
+use super::{DbKind, Store, StoreError, Write, index, jobs, now_ms};
 // Dynamic SQL here only ever adds numbered placeholders; values are always bound.
 use sqlx::{AnyConnection, AnyPool, AssertSqlSafe, Connection, Executor, FromRow};
 use tokio::sync::{mpsc, oneshot};
@@ -22,7 +21,8 @@ pub struct InboxItem {
     pub room_id: String,
     pub event_id: String,
     pub event: String,
-    /// Dispatch attempts started, this one included (counted before it starts, so a crash counts).
+    /// Tries so far: counted before a try starts when the event heads its room's batch (so an
+    /// event that crashes the process is counted), and when a later one fails.
     pub attempts: i64,
 }
 
@@ -68,14 +68,12 @@ impl Store {
         Ok(q.fetch_all(&self.pool).await?)
     }
 
-    /// Counts an attempt at each event (before it starts, so an event that crashes the process
-    /// is not retried forever) and returns them, oldest first.
+    /// The events, oldest first.
     pub async fn inbox_claim(&self, seqs: &[i64]) -> Result<Vec<InboxItem>, StoreError> {
         let mut items = Vec::with_capacity(seqs.len());
         for chunk in seqs.chunks(SEQ_CHUNK) {
             let sql = format!(
-                "UPDATE inbox SET attempts = attempts + 1 WHERE seq IN ({}) \
-                 RETURNING seq, room_id, event_id, event, attempts",
+                "SELECT seq, room_id, event_id, event, attempts FROM inbox WHERE seq IN ({})",
                 placeholders(chunk.len())
             );
             let mut q = sqlx::query_as::<_, InboxItem>(AssertSqlSafe(sql));
@@ -88,12 +86,24 @@ impl Store {
         Ok(items)
     }
 
-    /// The events were handled: they leave the inbox, and the index changes their handlers
-    /// decided are queued, in one transaction (both or neither).
-    pub async fn inbox_done(&self, seqs: &[i64], writes: &[IndexWrite]) -> Result<(), StoreError> {
+    /// Counts a try of the event before it starts, durably; returns the tries so far.
+    pub async fn inbox_attempt(&self, seq: i64) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar("UPDATE inbox SET attempts = attempts + 1 WHERE seq = $1 RETURNING attempts")
+            .bind(seq)
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    /// The events were handled: they leave the inbox, and what their handlers decided (index
+    /// changes, jobs, cancels) is written, in one transaction (both or neither).
+    pub async fn inbox_done(&self, seqs: &[i64], writes: &[Write]) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         for write in writes {
-            index::apply_write(&mut tx, write).await?;
+            match write {
+                Write::Index(write) => index::apply_write(&mut tx, write).await?,
+                Write::Job(job) => jobs::insert(&mut tx, job).await?,
+                Write::Cancel { target, by } => jobs::request_cancel(&mut tx, target, by).await?,
+            }
         }
         for chunk in seqs.chunks(SEQ_CHUNK) {
             let sql = format!("DELETE FROM inbox WHERE seq IN ({})", placeholders(chunk.len()));
@@ -107,10 +117,12 @@ impl Store {
         Ok(())
     }
 
-    /// Keeps the event (and with it the rest of its room) waiting until `not_before_ms`.
-    pub async fn inbox_retry_at(&self, seq: i64, not_before_ms: i64) -> Result<(), StoreError> {
-        sqlx::query("UPDATE inbox SET not_before = $1 WHERE seq = $2")
+    /// Keeps the event (and with it the rest of its room) waiting until `not_before_ms`;
+    /// `count` adds the failed try to its attempts (when it was not counted before it started).
+    pub async fn inbox_retry_at(&self, seq: i64, not_before_ms: i64, count: bool) -> Result<(), StoreError> {
+        sqlx::query("UPDATE inbox SET not_before = $1, attempts = attempts + $2 WHERE seq = $3")
             .bind(not_before_ms)
+            .bind(i64::from(count))
             .bind(seq)
             .execute(&self.pool)
             .await?;

@@ -1,4 +1,4 @@
-//! Durable state: seen transactions, the event inbox, per-room state, the indexing queue.
+//! Durable state: seen transactions, the event inbox, per-room state, the indexing queue, jobs.
 //!
 //! One code path over `sqlx::Any`: SQLite (WAL, the embedded default) or PostgreSQL (the
 //! container). Queries use `$N` placeholders, which both accept; times are i64 milliseconds and
@@ -8,6 +8,7 @@ mod agents;
 mod backfill;
 mod inbox;
 mod index;
+mod jobs;
 mod rooms;
 mod settings;
 mod tasks;
@@ -16,6 +17,7 @@ pub use agents::{AgentInboxRow, StoredToken, TokenStored};
 pub use backfill::{Backfill, BackfillPage, HistoryMessage};
 pub use inbox::{InboxItem, NewEvent};
 pub use index::{IndexJob, IndexOp, IndexWrite};
+pub use jobs::{CancelTarget, Job, JobState, NewJob};
 pub use settings::{RoomSettings, UsageTotals, today};
 pub use tasks::{Binding, TaskCard};
 
@@ -63,6 +65,22 @@ pub enum StoreError {
     Write(String),
     #[error("the store is closed")]
     Closed,
+}
+
+/// A change a room lane decides while handling one event. The dispatcher writes it in the database
+/// transaction that removes the event from the inbox: it happens exactly when the event counts as
+/// handled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Write {
+    Index(IndexWrite),
+    Job(NewJob),
+    Cancel { target: CancelTarget, by: String },
+}
+
+impl From<IndexWrite> for Write {
+    fn from(write: IndexWrite) -> Self {
+        Self::Index(write)
+    }
 }
 
 /// Handle to the database; cheap to clone.

@@ -25,6 +25,10 @@ pub enum Command {
     Prompt(PromptChange),
     /// `!usage`: token use of this room and of the asker.
     Usage,
+    /// `!jobs`: this room's queued and running work.
+    Jobs,
+    /// `!cancel`: stop a job (the one replied to, else the asker's latest here).
+    Cancel,
     /// `!search [--all] <query>`: the messages nearest in meaning, of this room or (`--all`) of
     /// every room the asker is joined to.
     Search {
@@ -65,7 +69,8 @@ pub enum PromptChange {
 
 /// Commands that exist. A `/name` message counts as a command only for these, so a message
 /// that starts with a path (`/etc/hosts is …`) is not answered.
-const KNOWN: &[&str] = &["help", "ping", "ask", "model", "prompt", "usage", "search", "index", "task", "board"];
+const KNOWN: &[&str] =
+    &["help", "ping", "ask", "model", "prompt", "usage", "jobs", "cancel", "search", "index", "task", "board"];
 
 /// Parses a message body; `None` when it is not a command at all.
 pub fn parse(body: &str) -> Option<Command> {
@@ -84,10 +89,12 @@ pub fn parse(body: &str) -> Option<Command> {
     // The text after the name, as written (for free text such as a question).
     let text = rest.trim_start()[name.len()..].trim();
     Some(match name.as_str() {
-        "help" | "ping" | "usage" if !args.is_empty() => {
+        "help" | "ping" | "usage" | "jobs" | "cancel" if !args.is_empty() => {
             Command::Invalid { reason: strings::takes_no_arguments(&name) }
         }
         "usage" => Command::Usage,
+        "jobs" => Command::Jobs,
+        "cancel" => Command::Cancel,
         "model" if args.len() > 1 => Command::Invalid { reason: strings::model_usage() },
         "model" => Command::Model { name: args.first().map(|a| (*a).to_owned()) },
         "prompt" if text.is_empty() => Command::Prompt(PromptChange::Show),
@@ -180,6 +187,11 @@ mod tests {
             ),
             ("usage", "!usage", Some(Command::Usage)),
             ("usage junk", "!usage now", invalid("usage")),
+            ("jobs", "!jobs", Some(Command::Jobs)),
+            ("jobs junk", "!jobs all", invalid("jobs")),
+            ("cancel", "!cancel", Some(Command::Cancel)),
+            ("slash cancel", "/cancel", Some(Command::Cancel)),
+            ("cancel junk", "!cancel it", invalid("cancel")),
             ("search", "!search  the login  bug ", Some(search("the login  bug", false))),
             ("slash search", "/search deploy", Some(search("deploy", false))),
             ("search nothing", "!search", Some(Command::Invalid { reason: strings::search_needs_a_query() })),

@@ -155,6 +155,40 @@ impl User {
         .await
     }
 
+    /// The messages `sender` posted in `room` (edits left out), oldest first.
+    pub async fn messages_from(&self, room: &str, sender: &str) -> Vec<Value> {
+        self.timeline(room)
+            .await
+            .into_iter()
+            .filter(|e| {
+                e["type"] == "m.room.message"
+                    && e["sender"] == sender
+                    && e["content"]["m.relates_to"]["rel_type"] != "m.replace"
+            })
+            .collect()
+    }
+
+    /// The text message `event_id` shows now: its last edit's, else its own.
+    pub async fn latest_text(&self, room: &str, event_id: &str) -> Option<String> {
+        let timeline = self.timeline(room).await;
+        let edit = timeline.iter().rev().find(|e| {
+            e["content"]["m.relates_to"]["rel_type"] == "m.replace"
+                && e["content"]["m.relates_to"]["event_id"] == event_id
+        });
+        match edit {
+            Some(e) => e["content"]["m.new_content"]["body"].as_str().map(str::to_owned),
+            None => timeline.iter().find(|e| e["event_id"] == event_id)?["content"]["body"].as_str().map(str::to_owned),
+        }
+    }
+
+    /// Waits until message `event_id` shows a text containing `want`, and returns that text.
+    pub async fn wait_text(&self, room: &str, event_id: &str, want: &str) -> String {
+        wait_for(&format!("{event_id} to show {want:?}"), Duration::from_secs(60), || async {
+            self.latest_text(room, event_id).await.filter(|t| t.contains(want))
+        })
+        .await
+    }
+
     /// A room with the agent and a second person, so it is not a direct chat.
     pub async fn group_room_with(&self, agent_user: &str) -> String {
         let other = User::register("bob").await;

@@ -62,7 +62,8 @@ impl FakeLlm {
         Self { url, inner }
     }
 
-    /// The text every following answer streams (default: "You said: <last user message>").
+    /// The text every following answer streams (default: "You said: <last user message>"); `{last}`
+    /// in it stands for the last user message.
     pub fn set_reply(&self, reply: &str) {
         self.inner.lock().unwrap().reply = Some(reply.to_owned());
     }
@@ -141,7 +142,7 @@ async fn completions(State(inner): State<Arc<Mutex<Inner>>>, Json(body): Json<Va
         .and_then(|m| m["content"].as_str())
         .unwrap_or_default()
         .to_owned();
-    let text = reply.unwrap_or_else(|| format!("You said: {last_user}"));
+    let text = reply.map_or_else(|| format!("You said: {last_user}"), |r| r.replace("{last}", &last_user));
     let include_usage = body["stream_options"]["include_usage"] == true;
     let prompt_chars: usize =
         body["messages"].as_array().map_or(0, |m| m.iter().map(|m| m["content"].as_str().map_or(0, str::len)).sum());
