@@ -68,6 +68,9 @@ pub struct Agents {
     pub room_aliases: TtlMap<OwnedRoomId, Vec<String>>,
     /// Room → how many users are joined (a direct chat has two).
     pub members: TtlMap<OwnedRoomId, usize>,
+    /// Progress messages being edited, by id, with when each was last touched (bounded: the
+    /// least recently touched is let go, and taken up again from the database when updated).
+    pub progress: Mutex<HashMap<String, (crate::progress::Progress, Instant)>>,
     pub inbox_max: u64,
 }
 
@@ -104,6 +107,7 @@ impl Agents {
             alias_rooms: TtlMap::default(),
             room_aliases: TtlMap::default(),
             members: TtlMap::default(),
+            progress: Mutex::default(),
             inbox_max: api.inbox_max,
         })
     }

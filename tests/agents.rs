@@ -394,6 +394,86 @@ async fn the_inbox_and_its_cursor_survive_a_restart() {
 }
 
 #[tokio::test]
+async fn progress_is_one_message_edited_at_most_once_a_second_and_the_last_text_lands() {
+    let mut w = World::start("").await;
+    let (pi, claude) = (w.token("pi").await, w.token("claude").await);
+    let room = w.room_with_ghost("pi").await;
+    let out = w.cli(&pi, &["progress", "start", "--room", &room, "Adding the --json flag"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let id = stdout(&out).trim().to_owned();
+    assert_eq!(stdout(&out).lines().count(), 1, "{:?}", stdout(&out));
+
+    // 50 updates in 5 s; none waits for the homeserver.
+    let started = Instant::now();
+    for i in 0..50 {
+        let body = json!({"text": format!("step {i} of 50")});
+        let sent = Instant::now();
+        let (status, v) = w.call(Method::PUT, &format!("/conclave/v1/progress/{id}"), Some(&pi), Some(body)).await;
+        assert_eq!((status, v["state"].as_str()), (200, Some("running")), "{v}");
+        assert!(sent.elapsed() < Duration::from_millis(500), "an update waited {:?}", sent.elapsed());
+        tokio::time::sleep_until((started + Duration::from_millis(100 * (i + 1))).into()).await;
+    }
+    let out = w.cli(&pi, &["progress", "done", &id, "Added --json; all tests pass"]).await;
+    assert!(out.status.success() && stdout(&out).is_empty(), "{}", stderr(&out));
+    let elapsed = started.elapsed();
+
+    let timeline = w.alice.timeline(&room).await;
+    let mine: Vec<&Value> =
+        timeline.iter().filter(|e| e["sender"] == w.ghost("pi").as_str() && e["type"] == "m.room.message").collect();
+    let (originals, edits): (Vec<&Value>, Vec<&Value>) =
+        mine.iter().partition(|e| e["content"]["m.relates_to"]["rel_type"] != "m.replace");
+    assert_eq!(originals.len(), 1, "one message: {originals:?}");
+    let message = originals[0]["event_id"].as_str().unwrap();
+    assert!(edits.iter().all(|e| e["content"]["m.relates_to"]["event_id"] == message));
+    let last = edits.last().unwrap();
+    assert_eq!(
+        last["content"]["m.new_content"]["body"],
+        "✅ **Adding the --json flag**\n\nAdded --json; all tests pass"
+    );
+    // At most one edit a second, the post counting as the first change.
+    let secs = elapsed.as_secs_f64();
+    assert!((edits.len() as f64) <= secs + 1.0, "{} edits in {secs:.1} s", edits.len());
+    assert!(edits.len() >= 3, "updates were shown while it ran, not only the last: {}", edits.len());
+    let times: Vec<i64> = std::iter::once(originals[0])
+        .chain(edits.iter().copied())
+        .map(|e| e["origin_server_ts"].as_i64().unwrap())
+        .collect();
+    assert!(times.windows(2).all(|t| t[1] - t[0] >= 900), "edits closer than a second: {times:?}");
+
+    // Final: no more updates; another agent cannot even see it.
+    let (status, v) =
+        w.call(Method::PUT, &format!("/conclave/v1/progress/{id}"), Some(&pi), Some(json!({"text": "more"}))).await;
+    assert_eq!((status, v["errcode"].as_str()), (409, Some("M_BAD_STATE")), "{v}");
+    let out = w.cli(&pi, &["progress", "update", &id, "more"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let (status, v) = w
+        .call(Method::PUT, &format!("/conclave/v1/progress/{id}"), Some(&claude), Some(json!({"state": "failed"})))
+        .await;
+    assert_eq!((status, v["errcode"].as_str()), (404, Some("M_NOT_FOUND")), "{v}");
+
+    // A progress message outlives a restart of the agent: the update after it edits the same one.
+    let out = w.cli(&pi, &["progress", "start", "--room", &room, "--thread", message, "Second task"]).await;
+    let second = stdout(&out).trim().to_owned();
+    assert!(w.agent.stop().success());
+    w.agent.spawn().await;
+    let out = w.cli(&pi, &["progress", "fail", &second, "Blocked on review"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let timeline = w.alice.timeline(&room).await;
+    let post = timeline.iter().find(|e| e["content"]["body"] == "⏳ **Second task**").unwrap();
+    assert_eq!(post["content"]["m.relates_to"]["rel_type"], "m.thread");
+    let post_id = post["event_id"].as_str().unwrap();
+    let last = timeline
+        .iter()
+        .rev()
+        .find(|e| {
+            e["content"]["m.relates_to"]["event_id"] == post_id
+                && e["content"]["m.relates_to"]["rel_type"] == "m.replace"
+        })
+        .unwrap();
+    assert_eq!(last["content"]["m.new_content"]["body"], "❌ **Second task**\n\nBlocked on review");
+}
+
+#[tokio::test]
 async fn files_show_as_images_with_their_size_or_as_files_and_big_ones_are_refused() {
     let w = World::start("[agent_api]\nmax_upload_bytes = 65536\n").await;
     let pi = w.token("pi").await;

@@ -61,8 +61,8 @@ CREATE TABLE agent_stats (
 );
 
 -- Progress messages of the agents (`POST /conclave/v1/progress`): one message edited in place.
--- `text`/`state` are what was asked last, `shown_*` what the room shows; a restart finishes the
--- edits that were still owed.
+-- `text`/`state` are what was asked last; `finished` is set once the final state's edit landed,
+-- so a restart completes a final edit that was still owed.
 CREATE TABLE agent_progress (
     id         TEXT PRIMARY KEY NOT NULL,
     agent      TEXT NOT NULL,
@@ -71,9 +71,8 @@ CREATE TABLE agent_progress (
     title      TEXT NOT NULL,
     text       TEXT NOT NULL,
     state      TEXT NOT NULL,
-    revision   BIGINT NOT NULL DEFAULT 0,
-    shown      BIGINT NOT NULL DEFAULT 0,
+    finished   BIGINT NOT NULL DEFAULT 0,
     created_at BIGINT NOT NULL,
     updated_at BIGINT NOT NULL
 );
-CREATE INDEX agent_progress_owed ON agent_progress (shown, revision);
+CREATE INDEX agent_progress_owed ON agent_progress (finished, state);

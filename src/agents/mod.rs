@@ -14,6 +14,7 @@
 pub mod cli;
 pub mod inbox;
 pub mod membership;
+pub mod progress;
 pub mod rooms;
 pub mod send;
 pub mod tasks;
@@ -39,7 +40,7 @@ pub async fn run(ctx: Arc<Context>, mut shutdown: watch::Receiver<bool>) {
         return;
     }
     tokio::select! {
-        () = membership::announce(&ctx) => {}
+        () = async { membership::announce(&ctx).await; progress::finish_owed(&ctx).await } => {}
         _ = shutdown.changed() => return,
     }
     let mut hourly = tokio::time::interval(Duration::from_secs(3600));

@@ -162,26 +162,30 @@ pub(super) async fn send(
         other => other,
     }
     .map_err(|e| refused(agent, room, e))?;
-    // Replies to it must reach the agent's inbox. The homeserver also sends the ghost's event back
-    // (capture records it, before any later message of the room); this records it sooner, off the
-    // answer's path.
+    remember(ctx, agent, room, &event_id);
+    Ok(event_id)
+}
+
+/// Notes a message the ghost sent, so replies to it reach the agent's inbox. The homeserver also
+/// sends the ghost's event back (capture records it, before any later message of the room); this
+/// records it sooner, off the answer's path.
+pub(super) fn remember(ctx: &Context, agent: &Agent, room: &RoomId, event_id: &EventId) {
     let (store, name, room_id, id) = (ctx.store.clone(), agent.name.clone(), room.to_string(), event_id.to_string());
     tokio::spawn(async move {
         if let Err(e) = store.agent_message_remember(&name, &room_id, &id).await {
             tracing::warn!(error = %e, "cannot remember the ghost's message");
         }
     });
-    Ok(event_id)
 }
 
-async fn join(ctx: &Context, agent: &Agent, room: &OwnedRoomId) -> Result<(), AgentError> {
+pub(super) async fn join(ctx: &Context, agent: &Agent, room: &OwnedRoomId) -> Result<(), AgentError> {
     ctx.matrix.join(&agent.user_id, room).await.map_err(|e| refused(agent, room, e))?;
     ctx.store.agent_room_set(&agent.name, room.as_str(), true).await?;
     tracing::info!(agent = %agent.name, room_id = %room, "ghost joined a room it may use");
     Ok(())
 }
 
-fn refused(agent: &Agent, room: &RoomId, e: MatrixError) -> AgentError {
+pub(super) fn refused(agent: &Agent, room: &RoomId, e: MatrixError) -> AgentError {
     match e.errcode() {
         Some("M_FORBIDDEN") => AgentError::Forbidden(format!(
             "{} is not in {room} and cannot join it: invite it to the room",

@@ -35,6 +35,21 @@ pub enum TokenStored {
     Exists,
 }
 
+/// A progress message of an agent.
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct AgentProgressRow {
+    pub id: String,
+    pub agent: String,
+    pub room_id: String,
+    pub event_id: String,
+    pub title: String,
+    pub text: String,
+    /// `running`, `done` or `failed`.
+    pub state: String,
+}
+
+const PROGRESS_COLUMNS: &str = "id, agent, room_id, event_id, title, text, state";
+
 const INBOX_COLUMNS: &str = "seq, agent, room_id, event_id, sender, body, thread_id, reply_to, ts";
 
 impl Store {
@@ -243,5 +258,58 @@ impl Store {
         let a = sqlx::query("DELETE FROM agent_messages WHERE sent_at < $1").bind(before).execute(&self.pool).await?;
         let b = sqlx::query("DELETE FROM agent_sends WHERE sent_at < $1").bind(before).execute(&self.pool).await?;
         Ok(a.rows_affected() + b.rows_affected())
+    }
+
+    pub async fn agent_progress_insert(&self, row: &AgentProgressRow) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO agent_progress (id, agent, room_id, event_id, title, text, state, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)",
+        )
+        .bind(&row.id)
+        .bind(&row.agent)
+        .bind(&row.room_id)
+        .bind(&row.event_id)
+        .bind(&row.title)
+        .bind(&row.text)
+        .bind(&row.state)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn agent_progress(&self, id: &str) -> Result<Option<AgentProgressRow>, StoreError> {
+        let sql = format!("SELECT {PROGRESS_COLUMNS} FROM agent_progress WHERE id = $1");
+        Ok(sqlx::query_as(AssertSqlSafe(sql)).bind(id).fetch_optional(&self.pool).await?)
+    }
+
+    /// Records the new text and state of a running progress message; `false` (and no change) when
+    /// it is not running any more.
+    pub async fn agent_progress_set(&self, id: &str, text: &str, state: &str) -> Result<bool, StoreError> {
+        let changed = sqlx::query(
+            "UPDATE agent_progress SET text = $2, state = $3, updated_at = $4 WHERE id = $1 AND state = 'running'",
+        )
+        .bind(id)
+        .bind(text)
+        .bind(state)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(changed > 0)
+    }
+
+    /// The final state's edit landed.
+    pub async fn agent_progress_finished(&self, id: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE agent_progress SET finished = 1 WHERE id = $1").bind(id).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Progress messages in a final state whose final edit has not landed (the agent stopped first).
+    pub async fn agent_progress_owed(&self) -> Result<Vec<AgentProgressRow>, StoreError> {
+        let sql = format!(
+            "SELECT {PROGRESS_COLUMNS} FROM agent_progress WHERE finished = 0 AND state <> 'running' ORDER BY created_at"
+        );
+        Ok(sqlx::query_as(AssertSqlSafe(sql)).fetch_all(&self.pool).await?)
     }
 }

@@ -13,7 +13,7 @@ mod rooms;
 mod settings;
 mod tasks;
 
-pub use agents::{AgentInboxRow, StoredToken, TokenStored};
+pub use agents::{AgentInboxRow, AgentProgressRow, StoredToken, TokenStored};
 pub use backfill::{Backfill, BackfillPage, HistoryMessage};
 pub use inbox::{InboxItem, NewEvent};
 pub use index::{IndexJob, IndexOp, IndexWrite};

@@ -1,7 +1,7 @@
 //! One handler per route of the coding agents' API; the work is in [`crate::agents`].
 
 use super::{Caller, JsonBody, raw_body};
-use crate::agents::{AgentError, inbox, rooms, send, tasks};
+use crate::agents::{AgentError, inbox, progress, rooms, send, tasks};
 use crate::appservice::{ApiError, AppState};
 use crate::rag::Scope;
 use axum::Json;
@@ -243,12 +243,39 @@ pub async fn kb_search(Caller(_agent): Caller) -> ApiError {
     ApiError::not_found("there is no knowledge base on this agent yet (it arrives with `!kb add`)")
 }
 
-/// `POST /conclave/v1/progress {room, thread?, title}` → `{id, event_id}`
-pub async fn progress_start(Caller(_agent): Caller) -> ApiError {
-    ApiError::not_found("progress messages are not available yet")
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewProgress {
+    room: String,
+    #[serde(default)]
+    thread: Option<String>,
+    title: String,
 }
 
-/// `PUT /conclave/v1/progress/{id} {text?, state?}` → `{id, event_id, state}`
-pub async fn progress_update(Caller(_agent): Caller, Path(_id): Path<String>) -> ApiError {
-    ApiError::not_found("progress messages are not available yet")
+/// `POST /conclave/v1/progress {room, thread?, title}` → `{id, event_id, state}`
+pub async fn progress_start(
+    State(state): State<AppState>,
+    Caller(agent): Caller,
+    JsonBody(p): JsonBody<NewProgress>,
+) -> Result<Json<progress::Shown>, ApiError> {
+    Ok(Json(progress::start(&state.context, &agent, &p.room, p.thread.as_deref(), &p.title).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProgressUpdate {
+    #[serde(default)]
+    text: Option<String>,
+    #[serde(default)]
+    state: Option<progress::State>,
+}
+
+/// `PUT /conclave/v1/progress/{id} {text?, state?: running|done|failed}` → `{id, event_id, state}`
+pub async fn progress_update(
+    State(state): State<AppState>,
+    Caller(agent): Caller,
+    Path(id): Path<String>,
+    JsonBody(u): JsonBody<ProgressUpdate>,
+) -> Result<Json<progress::Shown>, ApiError> {
+    Ok(Json(progress::update(&state.context, &agent, &id, u.text.as_deref(), u.state).await?))
 }
