@@ -11,14 +11,17 @@
 //!   chat command language (pure parse).
 //! - Clients, one per backend: [`matrix`] (homeserver), [`llm`] (OpenAI-compatible chat and
 //!   embeddings), [`planka`], [`rag`] (Chroma, retrieval, the indexer that feeds it).
+//! - [`ghosts`]: the configured coding agents, their ghost users and rooms, and what their API
+//!   shares at run time (rate limit, inbox wake-ups).
 //! - [`context`], [`handler`], [`progress`], [`jobs`]: what handlers share (clients + policy), their
 //!   error type and the one way to reply, a message edited in place, and the durable job queue with
 //!   its workers (slow work, off the rooms' lanes).
 //! - Features: [`chat`] (when and how the agent answers), [`commands`] (executing commands),
-//!   [`backfill`] (reading a room's earlier history into the index).
+//!   [`backfill`] (reading a room's earlier history into the index), [`agents`] (coding agents in
+//!   the rooms: tokens, inbox, posts, progress, cards — and the CLI they run).
 //! - The lane: [`events`] (one inbox event → its effects: quick replies, or a job), [`dispatch`]
 //!   (inbox → per-room ordered handling), [`work`] (which feature runs each kind of job).
-//! - [`appservice`] (the HTTP API the homeserver calls), [`service`] (`serve`), [`ops`] (the
+//! - [`appservice`] (the HTTP API the homeserver and the coding agents call), [`service`] (`serve`), [`ops`] (the
 //!   one-shot CLI operations).
 //!
 //! ## The data path

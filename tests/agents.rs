@@ -8,9 +8,11 @@ use common::chroma::chroma;
 use common::client::{User, enc};
 use common::embedder::{MODEL as EMBED_MODEL, embedder};
 use common::fake_planka::FakePlanka;
+use common::postgres::postgres;
 use common::scripted_llm::{self, ScriptedLlm, Step};
 use common::synapse::{SERVER_NAME, synapse};
 use common::wait_for;
+use conclave_agent::store::{Store, now_ms};
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::process::Output;
@@ -106,6 +108,14 @@ impl World {
         room
     }
 
+    /// A room of alice's with the alias `#<prefix>-<pid>:server`; `(room id, alias)`.
+    async fn aliased_room(&self, prefix: &str) -> (String, String) {
+        let name = format!("{prefix}-{}", std::process::id());
+        let body = json!({"preset": "private_chat", "room_alias_name": name});
+        let (_, v) = self.alice.request(Method::POST, "/createRoom", Some(body)).await;
+        (v["room_id"].as_str().unwrap().to_owned(), format!("#{name}:{SERVER_NAME}"))
+    }
+
     /// The event `event_id` of `room`, as alice sees it.
     async fn event(&self, room: &str, event_id: &str) -> Value {
         wait_for(&format!("event {event_id}"), WAIT, || async {
@@ -169,6 +179,86 @@ fn mention(user: &str, name: &str, text: &str) -> Value {
     json!({"msgtype": "m.text", "body": format!("{name}: {text}"), "m.mentions": {"user_ids": [user]}})
 }
 
+/// The coding agents' tables keep their contract on both databases.
+async fn store_contract(store: Store) {
+    use conclave_agent::store::{AgentInboxRow, AgentProgressRow, TokenStored};
+    assert_eq!(store.agent_token_store("pi", "id1", "h1", false).await.unwrap(), TokenStored::Stored);
+    assert_eq!(store.agent_token_store("pi", "id2", "h2", false).await.unwrap(), TokenStored::Exists);
+    assert!(store.agent_token("id2").await.unwrap().is_none());
+    assert_eq!(store.agent_token_store("pi", "id3", "h3", true).await.unwrap(), TokenStored::Stored);
+    assert!(store.agent_token("id1").await.unwrap().is_none(), "rotation removes the old token");
+    assert_eq!(store.agent_token("id3").await.unwrap().unwrap().agent, "pi");
+
+    // The inbox: once per event, in order, bounded with the dropped ones counted.
+    let row = |n: i64| AgentInboxRow {
+        seq: 0,
+        agent: "pi".into(),
+        room_id: "!r".into(),
+        event_id: format!("${n}"),
+        sender: "@alice:x".into(),
+        body: format!("m{n}"),
+        thread_id: (n % 2 == 0).then(|| "$root".into()),
+        reply_to: None,
+        ts: n,
+    };
+    for n in 0..5 {
+        assert!(store.agent_inbox_append(&row(n), 3).await.unwrap());
+    }
+    assert!(!store.agent_inbox_append(&row(4), 3).await.unwrap(), "a replayed event is stored once");
+    let kept = store.agent_inbox_after("pi", 0, 100).await.unwrap();
+    assert_eq!(kept.iter().map(|r| r.body.as_str()).collect::<Vec<_>>(), ["m2", "m3", "m4"]);
+    assert_eq!(kept[0].thread_id.as_deref(), Some("$root"));
+    assert_eq!(store.agent_inbox_pruned("pi").await.unwrap(), 2);
+    assert_eq!(store.agent_inbox_after("pi", kept[1].seq, 100).await.unwrap().len(), 1);
+    assert!(store.agent_inbox_after("claude", 0, 100).await.unwrap().is_empty());
+
+    // Ghost messages, sends, rooms.
+    store.agent_message_remember("pi", "!r", "$m").await.unwrap();
+    assert_eq!(store.agent_message_owner("!r", "$m").await.unwrap().as_deref(), Some("pi"));
+    assert_eq!(store.agent_message_owner("!other", "$m").await.unwrap(), None);
+    store.agent_send_remember("pi", "t", "!r", "$a").await.unwrap();
+    store.agent_send_remember("pi", "t", "!r", "$b").await.unwrap();
+    assert_eq!(store.agent_send("pi", "t").await.unwrap(), Some(("!r".into(), "$a".into())));
+    store.agent_room_set("pi", "!r", true).await.unwrap();
+    store.agent_room_set("ci", "!r", true).await.unwrap();
+    assert_eq!(store.agents_in_room("!r").await.unwrap(), ["ci", "pi"]);
+    store.agent_room_set("ci", "!r", false).await.unwrap();
+    assert_eq!(store.agent_rooms("pi").await.unwrap(), ["!r"]);
+    assert_eq!(store.agents_in_room("!r").await.unwrap(), ["pi"]);
+
+    // Progress: running until final, once; a final edit owed until it is marked shown.
+    let p = AgentProgressRow {
+        id: "p1".into(),
+        agent: "pi".into(),
+        room_id: "!r".into(),
+        event_id: "$p".into(),
+        title: "Build".into(),
+        text: String::new(),
+        state: "running".into(),
+    };
+    store.agent_progress_insert(&p).await.unwrap();
+    assert!(store.agent_progress_set("p1", "half", "running").await.unwrap());
+    assert!(store.agent_progress_set("p1", "all", "done").await.unwrap());
+    assert!(!store.agent_progress_set("p1", "more", "running").await.unwrap(), "done is final");
+    assert_eq!(store.agent_progress("p1").await.unwrap().unwrap().text, "all");
+    assert_eq!(store.agent_progress_owed().await.unwrap().len(), 1);
+    store.agent_progress_finished("p1").await.unwrap();
+    assert!(store.agent_progress_owed().await.unwrap().is_empty());
+    assert!(store.agent_prune_before(now_ms() + 1000).await.unwrap() >= 2);
+    assert_eq!(store.agent_message_owner("!r", "$m").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn sqlite_agent_tables_keep_their_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    store_contract(Store::connect(&format!("sqlite://{}/a.db", dir.path().display())).await.unwrap()).await;
+}
+
+#[tokio::test]
+async fn postgres_agent_tables_keep_their_contract() {
+    store_contract(Store::connect(&postgres().fresh_database().await).await.unwrap()).await;
+}
+
 #[tokio::test]
 async fn a_token_acts_only_as_its_own_ghost_and_only_in_its_rooms() {
     let w = World::start("").await;
@@ -210,14 +300,8 @@ async fn a_token_acts_only_as_its_own_ghost_and_only_in_its_rooms() {
     assert!(v["error"].as_str().unwrap().contains("invite"), "{v}");
 
     // claude in a room of its own, named by its alias.
-    let alias_name = format!("claude-dev-{}", std::process::id());
-    let (_, v) = w
-        .alice
-        .request(Method::POST, "/createRoom", Some(json!({"preset": "private_chat", "room_alias_name": alias_name})))
-        .await;
-    let croom = v["room_id"].as_str().unwrap().to_owned();
+    let (croom, alias) = w.aliased_room("claude-dev").await;
     w.invite_ghost(&croom, "claude").await;
-    let alias = format!("#{alias_name}:{SERVER_NAME}");
     let id = posted(&w.cli(&claude, &["post", "--room", &alias, "hello from claude"]).await);
     assert_eq!(w.event(&croom, &id).await["sender"], w.ghost("claude"));
     // …and pi's token there is still pi.
@@ -664,12 +748,7 @@ async fn only_configured_ghosts_exist_and_they_join_only_where_they_may() {
     mallory.wait_membership(&theirs, &w.ghost("pi"), "leave").await;
     // From alice, into a room its globs allow: joined, and named as configured.
     w.invite_ghost(&room, "pi").await;
-    let alias_name = format!("claude-ok-{}", std::process::id());
-    let (_, v) = w
-        .alice
-        .request(Method::POST, "/createRoom", Some(json!({"preset": "private_chat", "room_alias_name": alias_name})))
-        .await;
-    let croom = v["room_id"].as_str().unwrap().to_owned();
+    let (croom, _) = w.aliased_room("claude-ok").await;
     w.invite_ghost(&croom, "claude").await;
     let (_, profile) = w.alice.request(Method::GET, &format!("/profile/{}", enc(&w.ghost("claude"))), None).await;
     assert_eq!(profile["displayname"], "Claude Code");

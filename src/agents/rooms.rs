@@ -108,8 +108,15 @@ pub async fn member_count(ctx: &Context, agent: &Agent, room: &RoomId) -> Result
     Ok(n)
 }
 
-/// The rooms `agent`'s ghost is joined to, as the homeserver says (for search and whoami).
+/// The rooms `agent`'s ghost is joined to, as the homeserver says, and may use (for search and
+/// whoami).
 pub async fn joined(ctx: &Context, agent: &Agent) -> Result<Vec<OwnedRoomId>, MatrixError> {
     let response = ctx.matrix.send(cs::membership::joined_rooms::v3::Request::new(), Some(&agent.user_id)).await?;
-    Ok(response.joined_rooms)
+    let mut usable = Vec::new();
+    for room in response.joined_rooms {
+        if may_use(ctx, agent, &room).await? {
+            usable.push(room);
+        }
+    }
+    Ok(usable)
 }

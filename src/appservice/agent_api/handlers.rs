@@ -23,14 +23,8 @@ fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
 /// `GET /conclave/v1/whoami` → `{agent, user_id, rooms}` (the rooms its ghost is joined to).
 pub async fn whoami(State(state): State<AppState>, Caller(agent): Caller) -> Result<Json<Value>, ApiError> {
     let ctx = &state.context;
-    let joined = rooms::joined(ctx, &agent).await.map_err(AgentError::matrix("listing the ghost's rooms"))?;
-    let mut usable = Vec::new();
-    for room in joined {
-        if rooms::may_use(ctx, &agent, &room).await.map_err(AgentError::matrix("reading the room's aliases"))? {
-            usable.push(room.to_string());
-        }
-    }
-    Ok(Json(json!({ "agent": agent.name, "user_id": agent.user_id, "rooms": usable })))
+    let rooms = rooms::joined(ctx, &agent).await.map_err(AgentError::matrix("listing the ghost's rooms"))?;
+    Ok(Json(json!({ "agent": agent.name, "user_id": agent.user_id, "rooms": rooms })))
 }
 
 /// `POST /conclave/v1/messages {room, text, thread?, reply_to?, notice?, txn?}` → `{event_id}`
@@ -204,15 +198,7 @@ pub async fn search(
             }
             Scope::Room(room.to_string())
         }
-        None => {
-            let mut usable = Vec::new();
-            for room in joined {
-                if rooms::may_use(ctx, &agent, &room).await.map_err(AgentError::matrix("reading the room's aliases"))? {
-                    usable.push(room.to_string());
-                }
-            }
-            Scope::Rooms(usable)
-        }
+        None => Scope::Rooms(joined.iter().map(ToString::to_string).collect()),
     };
     let hits = ctx
         .rag
