@@ -50,7 +50,7 @@ pub enum Command {
     /// Messages people sent this agent, one JSON object per line, each shown once.
     ///
     /// Mentions of it, direct chats with it, replies to its messages and messages in its threads.
-    /// The cursor is kept in $CONCLAVE_AGENT_STATE (default ~/.local/state/conclave-agent/<agent>.cursor).
+    /// The cursor is kept in $CONCLAVE_AGENT_STATE (default ~/.local/state/conclave-agent/AGENT.cursor).
     Inbox {
         /// Wait up to this many seconds (at most 60) for a message when there is none.
         #[arg(long, value_name = "SECS")]
