@@ -740,6 +740,35 @@ mod tests {
     }
 
     #[test]
+    fn coding_agents_get_their_defaults_and_bad_ones_name_their_key() {
+        let c =
+            Config::from_toml(&format!("{MINIMAL}\n[agents.pi]\n[agents.claude]\n[agents.ci]\nrooms = [\"#dev:*\"]\n"))
+                .unwrap();
+        let pi = &c.agents["pi"];
+        assert_eq!((pi.display_name.as_str(), pi.rooms.as_slice()), ("pi", ["*".to_owned()].as_slice()));
+        assert_eq!(pi.command, ["pi", "--mode", "rpc"]);
+        assert_eq!(pi.workdir, DEFAULT_AGENT_WORKDIR);
+        assert_eq!(c.agents["claude"].command[0], "claude");
+        assert_eq!(
+            (c.agents["ci"].command.as_slice(), c.agents["ci"].rooms.as_slice()),
+            (["ci".to_owned()].as_slice(), ["#dev:*".to_owned()].as_slice())
+        );
+        assert_eq!(c.agent_api.requests_per_second, 20);
+        assert_eq!(c.agent_api.burst, 100);
+        let cases = [
+            ("[agents.\"Bad Name\"]", "agents.Bad Name"),
+            ("[agents.pi]\nrooms = [\"dev\"]", "agents.pi.rooms[0]"),
+            ("[agents.pi]\ncommand = [\"\"]", "agents.pi.command"),
+            ("[agents.pi]\nflavour = 1", "agents.pi.flavour"),
+            ("[agent_api]\nburst = 0", "agent_api.burst"),
+        ];
+        for (extra, key) in cases {
+            let err = Config::from_toml(&format!("{MINIMAL}\n{extra}\n")).expect_err(extra);
+            assert_eq!(key_of(err), key, "{extra}");
+        }
+    }
+
+    #[test]
     fn env_var_names_follow_the_contract() {
         assert_eq!(env_var_for("llm.base_url"), "CONCLAVE_LLM__BASE_URL");
     }
