@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The whole check, as CI runs it: install the real servers, then format, lints and every test.
+# The whole check, as CI runs it: install the real servers, then format, lints and every test,
+# then the workspace: its image's lint, its security checks and the native stack test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -7,3 +8,9 @@ cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 # Integration tests start Synapse and agents; two at a time fit two cores.
 cargo test --locked -- --test-threads="${CONCLAVE_TEST_THREADS:-2}"
+# The workspace image cannot be built here (no Docker engine): lint it and its scripts.
+LINT="${CONCLAVE_TOOLS:-$HOME/.cache/conclave}/lint-venv/bin"
+"$LINT/hadolint" Dockerfile
+"$LINT/shellcheck" -x -S warning scripts/*.sh scripts/stack/*.sh scripts/stack/install/*.sh
+bash scripts/stack/test-security.sh
+bash scripts/stack/test.sh

@@ -85,6 +85,11 @@ pub struct Appservice {
     /// Localpart prefix of the ghost users (`@agent-pi`). Default `agent-`.
     #[serde(default = "default_ghost_prefix")]
     pub ghost_prefix: String,
+    /// Room aliases `#<alias_prefix>…:<server>` belong to the agent (an exclusive namespace in the
+    /// registration): `bootstrap` creates them, and nobody else can take one first. Empty = none.
+    /// Default `fleet-`.
+    #[serde(default = "default_alias_prefix")]
+    pub alias_prefix: String,
     /// Display name of the agent user. Default `Agent`.
     #[serde(default = "default_display_name")]
     pub display_name: String,
@@ -287,17 +292,30 @@ impl Default for Chroma {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Browser {
+    /// DevTools endpoint of an existing Chromium (N.eko's: `http://127.0.0.1:9222`, or its
+    /// `ws://…/devtools/browser/…` URL); empty = launch `chromium_path` headless. Default empty.
     pub cdp_url: String,
+    /// The Chromium to launch when `cdp_url` is empty. Default `/usr/bin/chromium`.
     pub chromium_path: String,
+    /// Exact hosts (name or IP, optional `:port`) exempt from the private-address block. Default none.
     pub allow_hosts: Vec<String>,
+    /// Pages open at once; more browses wait. Default 2.
+    pub max_tabs: usize,
+    /// Deadline of one page load, in seconds. Default 30.
+    pub page_timeout_secs: u64,
+    /// All bytes one page may load (document, subresources, sockets). Default 20 MiB.
+    pub max_page_bytes: u64,
 }
 
 impl Default for Browser {
     fn default() -> Self {
         Self {
-            cdp_url: "http://127.0.0.1:9222".into(),
+            cdp_url: String::new(),
             chromium_path: "/usr/bin/chromium".into(),
             allow_hosts: Vec::new(),
+            max_tabs: 2,
+            page_timeout_secs: 30,
+            max_page_bytes: 20 * 1024 * 1024,
         }
     }
 }
@@ -401,6 +419,9 @@ fn default_sender_localpart() -> String {
 }
 fn default_ghost_prefix() -> String {
     "agent-".into()
+}
+fn default_alias_prefix() -> String {
+    "fleet-".into()
 }
 fn default_display_name() -> String {
     "Agent".into()
@@ -513,6 +534,12 @@ impl Config {
                 "use only a-z, 0-9 and . _ = - / + (Matrix user id grammar)",
             ));
         }
+        if !a.alias_prefix.is_empty() && !is_conforming_localpart(&a.alias_prefix) {
+            return Err(ConfigError::key(
+                "appservice.alias_prefix",
+                "use only a-z, 0-9 and . _ = - / + (room alias grammar), or leave it empty",
+            ));
+        }
         if a.max_body_bytes < 1024 {
             return Err(ConfigError::key("appservice.max_body_bytes", "must be at least 1024"));
         }
@@ -543,7 +570,25 @@ impl Config {
         optional_http_url("planka.public_url", &self.planka.public_url)?;
         http_url("chroma.url", &self.chroma.url)?;
         positive("chroma.backfill_limit", self.chroma.backfill_limit)?;
-        optional_http_url("browser.cdp_url", &self.browser.cdp_url)?;
+        let b = &self.browser;
+        if !b.cdp_url.is_empty() {
+            let url = url::Url::parse(&b.cdp_url)
+                .map_err(|e| ConfigError::key("browser.cdp_url", format!("not a URL ({e}): {:?}", b.cdp_url)))?;
+            if !matches!(url.scheme(), "http" | "https" | "ws" | "wss") {
+                return Err(ConfigError::key("browser.cdp_url", "must be an http:// or ws:// DevTools URL (or empty)"));
+            }
+        } else {
+            non_empty("browser.chromium_path", &b.chromium_path)?;
+        }
+        for (i, h) in b.allow_hosts.iter().enumerate() {
+            h.parse::<crate::guard::AllowHost>()
+                .map_err(|r| ConfigError::key(&format!("browser.allow_hosts[{i}]"), r))?;
+        }
+        positive("browser.max_tabs", b.max_tabs as u64)?;
+        positive("browser.page_timeout_secs", b.page_timeout_secs)?;
+        if b.max_page_bytes < 64 * 1024 {
+            return Err(ConfigError::key("browser.max_page_bytes", "must be at least 65536"));
+        }
         for (name, agent) in &self.agents {
             let key = |k: &str| format!("agents.{name}.{k}");
             if !is_conforming_localpart(&format!("{}{name}", a.ghost_prefix)) {
@@ -666,9 +711,12 @@ mod tests {
         assert_eq!(c.appservice.listen, "127.0.0.1:9009");
         assert_eq!(c.appservice.sender_localpart, "agent");
         assert_eq!(c.appservice.ghost_prefix, "agent-");
+        assert_eq!(c.appservice.alias_prefix, "fleet-");
         assert_eq!(c.database.url.expose(), "sqlite://./data/conclave-agent.db");
         assert_eq!(c.access_users(), vec!["@*:conclave.local".to_string()]);
         assert_eq!(c.chroma.collection, "conclave_messages");
+        assert_eq!(c.browser.cdp_url, "", "empty = launch chromium_path");
+        assert_eq!((c.browser.max_tabs, c.browser.page_timeout_secs, c.browser.max_page_bytes), (2, 30, 20_971_520));
         assert_eq!(c.sender_user_id().unwrap().as_str(), "@agent:conclave.local");
     }
 
@@ -679,10 +727,15 @@ mod tests {
             ("url", "[homeserver]\nurl = \"ftp://x\"", "homeserver.url"),
             ("db", "[database]\nurl = \"mysql://x\"", "database.url"),
             ("localpart", "[appservice]\nsender_localpart = \"Bad Name\"", "appservice.sender_localpart"),
+            ("aliases", "[appservice]\nalias_prefix = \"Fleet \"", "appservice.alias_prefix"),
             ("glob", "[access]\nusers = [\"nobody\"]", "access.users[0]"),
             ("concurrency", "[dispatch]\nconcurrency = 0", "dispatch.concurrency"),
             ("unknown", "[appservice]\nas_tokn = \"x\"", "appservice.as_tokn"),
             ("type", "[homeserver]\ntimeout_secs = \"soon\"", "homeserver.timeout_secs"),
+            ("allow_hosts", "[browser]\nallow_hosts = [\"ok.example\", \"bad host\"]", "browser.allow_hosts[1]"),
+            ("max_tabs", "[browser]\nmax_tabs = 0", "browser.max_tabs"),
+            ("cdp_url", "[browser]\ncdp_url = \"file:///x\"", "browser.cdp_url"),
+            ("page_bytes", "[browser]\nmax_page_bytes = 10", "browser.max_page_bytes"),
         ];
         for (name, extra, key) in cases {
             // Later keys in the same table override: append the bad key to a valid base.

@@ -1,6 +1,7 @@
 //! What event handlers share: the store, the backend clients, and the policy derived from config.
 
 use crate::access::Access;
+use crate::browser::Browser;
 use crate::config::Config;
 use crate::llm::LlmClient;
 use crate::matrix::{MatrixClient, MatrixError};
@@ -34,6 +35,8 @@ pub struct Context {
     pub rag: Rag,
     /// The coding agents (`[agents.<name>]`): their ghosts, inboxes, API limits.
     pub agents: Arc<crate::ghosts::Agents>,
+    /// Chromium behind the address guard (`!browse`); started on first use.
+    pub browser: Browser,
     /// Joined-member counts, to tell direct chats without asking the homeserver per message.
     members: Mutex<HashMap<OwnedRoomId, (usize, Instant)>>,
     /// When each user asked, over the last minute (`llm.user_requests_per_minute`).
@@ -65,6 +68,7 @@ impl Context {
         let tasks = Tasks::from_config(&config.planka)?;
         let rag = Rag::from_config(&config)?;
         let agents = Arc::new(crate::ghosts::Agents::from_config(&config, &namespace).map_err(anyhow::Error::msg)?);
+        let browser = Browser::from_config(&config.browser).map_err(anyhow::Error::msg)?;
         Ok(Self {
             store,
             matrix,
@@ -77,6 +81,7 @@ impl Context {
             tasks,
             rag,
             agents,
+            browser,
             members: Mutex::default(),
             questions: Mutex::default(),
             primary_down_until: Mutex::default(),

@@ -168,6 +168,9 @@ async fn command_outcome(
 ) -> Result<Option<Write>, HandleError> {
     let reply = match command {
         Command::Ask { question } => return chat::request(ctx, ev, raw, question).await,
+        Command::Browse { url, question } => {
+            return crate::browse::request(ctx, ev, raw, url, question.as_deref()).await;
+        }
         Command::Task(_)
         | Command::Board(_)
         | Command::Model { .. }

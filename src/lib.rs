@@ -4,25 +4,28 @@
 //!
 //! ## Layout (each layer uses only the layers above it; `tests/module_graph.rs` checks there are
 //! no cycles)
-//! - [`secret`], [`error_text`], [`access`], [`store`]: secrets that never print, error chains,
-//!   who may do what, and the durable state (SQLite or PostgreSQL through one `sqlx::Any` path).
+//! - [`secret`], [`error_text`], [`access`], [`guard`], [`store`]: secrets that never print, error
+//!   chains, who may do what, which addresses browsing may reach, and the durable state (SQLite or PostgreSQL through one `sqlx::Any` path).
 //! - [`config`], [`registration`], [`prompts`], [`strings`], [`syntax`]: typed configuration, the
 //!   user namespace and Synapse registration, the system prompts, every user-facing text, and the
 //!   chat command language (pure parse).
 //! - Clients, one per backend: [`matrix`] (homeserver), [`llm`] (OpenAI-compatible chat and
-//!   embeddings), [`planka`], [`rag`] (Chroma, retrieval, the indexer that feeds it).
+//!   embeddings), [`planka`], [`rag`] (Chroma, retrieval, the indexer that feeds it), [`browser`]
+//!   (Chromium over CDP behind the address guard, and the guarded HTTP fetcher).
 //! - [`ghosts`]: the configured coding agents, their ghost users and rooms, and what their API
 //!   shares at run time (rate limit, inbox wake-ups).
 //! - [`context`], [`handler`], [`progress`], [`jobs`]: what handlers share (clients + policy), their
 //!   error type and the one way to reply, a message edited in place, and the durable job queue with
 //!   its workers (slow work, off the rooms' lanes).
 //! - Features: [`chat`] (when and how the agent answers), [`commands`] (executing commands),
-//!   [`backfill`] (reading a room's earlier history into the index), [`agents`] (coding agents in
-//!   the rooms: tokens, inbox, posts, progress, cards — and the CLI they run).
+//!   [`backfill`] (reading a room's earlier history into the index), [`browse`] (`!browse`: a page,
+//!   its screenshot and an answer from it), [`agents`] (coding agents in the rooms: tokens, inbox,
+//!   posts, progress, cards — and the CLI they run).
 //! - The lane: [`events`] (one inbox event → its effects: quick replies, or a job), [`dispatch`]
 //!   (inbox → per-room ordered handling), [`work`] (which feature runs each kind of job).
-//! - [`appservice`] (the HTTP API the homeserver and the coding agents call), [`service`] (`serve`), [`ops`] (the
-//!   one-shot CLI operations).
+//! - [`appservice`] (the HTTP API the homeserver and the coding agents call), [`service`]
+//!   (`serve`), [`ops`] (the one-shot CLI operations), [`bootstrap`] (the workspace's rooms from
+//!   `rooms.toml`).
 //!
 //! ## The data path
 //! homeserver → `PUT /transactions` → one db transaction (txn id + events) → 200 →
@@ -34,6 +37,9 @@ pub mod access;
 pub mod agents;
 pub mod appservice;
 pub mod backfill;
+pub mod bootstrap;
+pub mod browse;
+pub mod browser;
 pub mod chat;
 pub mod commands;
 pub mod config;
@@ -42,6 +48,7 @@ pub mod dispatch;
 pub mod error_text;
 pub mod events;
 pub mod ghosts;
+pub mod guard;
 pub mod handler;
 pub mod jobs;
 pub mod llm;

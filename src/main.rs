@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use conclave_agent::config::{self, Config};
-use conclave_agent::{agents, ops, service};
+use conclave_agent::{agents, bootstrap, ops, service};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -47,6 +47,13 @@ enum Command {
         /// Events to read at most [default: chroma.backfill_limit]
         #[arg(long)]
         limit: Option<u64>,
+    },
+    /// Create the workspace's rooms (alias, name, topic, encryption, invites, power levels) if
+    /// missing, and bring the coding agents in; a second run changes nothing.
+    Bootstrap {
+        /// The rooms file [default: rooms.toml beside the config file]
+        #[arg(long)]
+        rooms: Option<PathBuf>,
     },
     /// Print a new bearer token of coding agent NAME, once (only its hash is kept).
     ///
@@ -102,6 +109,10 @@ fn run(command: Command, config: Config) -> anyhow::Result<bool> {
     match command {
         Command::Registration { out } => ops::registration(&config, out.as_deref()).map(|()| true),
         Command::Check => runtime.block_on(ops::check(&config)),
+        Command::Bootstrap { rooms } => {
+            let path = rooms.unwrap_or_else(|| bootstrap::default_rooms_path(&config));
+            runtime.block_on(bootstrap::run(&config, &path))
+        }
         Command::Backfill { room, limit } => runtime.block_on(ops::backfill(&config, &room, limit)).map(|()| true),
         Command::Serve => runtime.block_on(async {
             let addr = config.listen_addr()?;

@@ -125,6 +125,10 @@ pub async fn check(config: &Config) -> anyhow::Result<bool> {
     };
     probes.push(Probe { name: "database", required: true, elapsed: start.elapsed(), result });
 
+    let start = Instant::now();
+    let result = probe_browser(config).await;
+    probes.push(Probe { name: "browser", required: false, elapsed: start.elapsed(), result });
+
     let mut ok = true;
     for p in &probes {
         let (status, detail) = match &p.result {
@@ -136,6 +140,15 @@ pub async fn check(config: &Config) -> anyhow::Result<bool> {
         println!("{:<11} {:<5} {:>6} ms  {}", p.name, status, p.elapsed.as_millis(), detail);
     }
     Ok(ok)
+}
+
+/// Launches (or reaches) the configured Chromium and asks its version; a launched one is closed again.
+async fn probe_browser(config: &Config) -> Result<String, String> {
+    let browser = crate::browser::Browser::from_config(&config.browser)?;
+    match tokio::time::timeout(Duration::from_secs(30), browser.probe()).await {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(_) => Err("timed out after 30 s".into()),
+    }
 }
 
 /// `backfill`: asks the running agent (through the database) to read `room`'s history again.

@@ -4,7 +4,8 @@
 use crate::config::Config;
 
 /// The built-in prompts; `<config dir>/prompts/<name>.md` replaces one.
-const BUILT_IN: &[(&str, &str)] = &[("chat", include_str!("../prompts/chat.md"))];
+const BUILT_IN: &[(&str, &str)] =
+    &[("chat", include_str!("../prompts/chat.md")), ("browse", include_str!("../prompts/browse.md"))];
 
 pub fn prompt(config: &Config, name: &str) -> String {
     if let Some(dir) = &config.dir

@@ -13,6 +13,8 @@ pub fn help() -> String {
      - `!usage` — tokens used by this room and by you\n\
      - `!jobs` — what this room has waiting or running (answers, Planka, searches); `!cancel` in reply to \
      one of them (or its request) stops it — without a reply, your latest one here\n\
+     - `!browse <url> [question]` — I open the page in a browser, post a screenshot, and answer your question \
+     from the page (or summarise it)\n\
      - `!search <query>` — earlier messages of this room about that, with links to them; \
      `!search --all <query>` searches every room you and I are both in\n\
      - `!index [on|off|status|backfill]` — whether this room's messages are kept for `!search`; admins switch \
@@ -53,6 +55,68 @@ pub fn encrypted_room_notice() -> String {
     "This room is end-to-end encrypted, and I cannot read encrypted messages yet, so I will not see \
      commands or questions sent here. Talk to me in an unencrypted room for now."
         .to_owned()
+}
+
+pub fn browse_usage() -> String {
+    "`!browse` needs a link, e.g. `!browse https://example.org/changelog what changed in 2.0?`".to_owned()
+}
+
+/// Backslash before the characters that make Markdown inline syntax (emphasis, code, links,
+/// images, HTML, tables), so text from a web page (a title, say) shows as itself (invariant 11).
+/// Used within a line that starts with our own words, so block syntax (`#`, `-`, `1.`) cannot start.
+pub fn escape_markdown(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '\\' | '`' | '*' | '_' | '[' | ']' | '<' | '>' | '!' | '|' | '~' | '&') {
+            out.push('\\');
+        }
+        // Line breaks would start new blocks.
+        out.push(if c == '\n' || c == '\r' { ' ' } else { c });
+    }
+    out
+}
+
+/// `!browse`'s status while the page loads.
+pub fn browse_loading(url: &str) -> String {
+    format!("Opening <{url}> …")
+}
+
+/// `!browse`'s status once the page is there and the model reads it.
+pub fn browse_reading(title: &str) -> String {
+    format!("Loaded “{}”; reading it…", escape_markdown(title))
+}
+
+/// What a `!browse` failure suggests doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BrowseHint {
+    /// The guard refused the address.
+    Blocked,
+    /// It may work later (timeout, browser unavailable, crashed tab).
+    Retry,
+    /// The link itself looks wrong (DNS, not a URL).
+    CheckLink,
+    None,
+}
+
+/// `!browse` could not show the page: what happened (`what`, the error's sentence), and what to
+/// do when there is something.
+pub fn browse_failed(url: &str, what: &str, hint: BrowseHint) -> String {
+    let hint = match hint {
+        BrowseHint::Blocked => {
+            " I never open local, private or cloud-metadata addresses (an admin can allow a host with \
+             `browser.allow_hosts`)."
+        }
+        BrowseHint::Retry => " Try again in a while.",
+        BrowseHint::CheckLink => " Check the link.",
+        BrowseHint::None => "",
+    };
+    format!("I could not open {}: {}.{hint}", escape_markdown(url), escape_markdown(what))
+}
+
+/// The alt text of `!browse`'s screenshot (plain text: `m.image` has no formatting).
+pub fn browse_screenshot(title: &str, final_url: &str) -> String {
+    let title = if title.trim().is_empty() { "(untitled page)" } else { title.trim() };
+    format!("Screenshot of “{title}” — {final_url}")
 }
 
 pub fn ask_needs_a_question() -> String {

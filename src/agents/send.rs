@@ -5,7 +5,7 @@
 
 use super::{Agent, AgentError, rooms};
 use crate::context::Context;
-use crate::matrix::{MatrixError, markdown, media, txn_id_for};
+use crate::matrix::{ImageMeta, MatrixError, file_content, image_content, markdown, txn_id_for};
 use ruma::events::relation::{Reply, Thread};
 use ruma::events::room::message::{Relation, RoomMessageEventContent};
 use ruma::events::{AnyMessageLikeEvent, AnyTimelineEvent, Mentions};
@@ -77,15 +77,28 @@ pub async fn file(
     }
     let room = rooms::usable(ctx, agent, room).await?;
     let thread = event_param("thread", &thread.map(str::to_owned))?;
-    let (size, dimensions) = (bytes.len(), media::image_size(&bytes));
+    let size = bytes.len() as u64;
+    let dimensions = image_size(&bytes);
     let url = ctx
         .matrix
         .upload(&agent.user_id, bytes, mimetype, name)
         .await
         .map_err(AgentError::matrix("uploading the file"))?;
-    let mut content = media::file_message(name, url, mimetype, size, dimensions);
+    // An image (of a kind clients show) with its size; anything else a file to download.
+    let mut content = match dimensions {
+        Some((width, height)) if mimetype.starts_with("image/") => {
+            image_content(url, name, name, &ImageMeta { width, height, mimetype: mimetype.to_owned(), size })
+        }
+        _ => file_content(url, name, mimetype, size),
+    };
     content.relates_to = relation(ctx, agent, &room, thread, None).await?.0;
     send(ctx, agent, &room, txn_id(agent, None), &content).await
+}
+
+/// Width and height of an image, from its header bytes; `None` for anything else.
+fn image_size(bytes: &[u8]) -> Option<(u32, u32)> {
+    let size = imagesize::blob_size(bytes).ok()?;
+    Some((u32::try_from(size.width).ok()?, u32::try_from(size.height).ok()?))
 }
 
 /// The send txn id: derived from the agent's `txn` (so a retry is deduplicated by the homeserver
@@ -192,5 +205,20 @@ pub(super) fn refused(agent: &Agent, room: &RoomId, e: MatrixError) -> AgentErro
             agent.user_id
         )),
         _ => AgentError::matrix("sending the message")(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// A 3×2 PNG's first bytes: signature, IHDR length and type, width, height.
+    const PNG_3X2: &[u8] = &[
+        0x89, b'P', b'N', b'G', 0x0d, 0x0a, 0x1a, 0x0a, 0, 0, 0, 13, b'I', b'H', b'D', b'R', 0, 0, 0, 3, 0, 0, 0, 2, 8,
+        6, 0, 0, 0,
+    ];
+
+    #[test]
+    fn images_are_measured_and_other_files_are_not() {
+        assert_eq!(super::image_size(PNG_3X2), Some((3, 2)));
+        assert_eq!(super::image_size(b"just text"), None);
     }
 }

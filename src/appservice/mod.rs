@@ -1,5 +1,6 @@
 //! The HTTP server the homeserver talks to (axum): transactions, ping, user and room queries,
-//! health, the coding agents' API (`/conclave/v1`), and a JSON `M_UNRECOGNIZED` for everything else.
+//! health, readiness, the coding agents' API (`/conclave/v1`), and a JSON `M_UNRECOGNIZED` for
+//! everything else.
 
 mod agent_api;
 mod auth;
@@ -45,6 +46,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/_matrix/app/v1/users/{user_id}", get(queries::query_user))
         .route("/_matrix/app/v1/rooms/{alias}", get(queries::query_room_alias))
         .route("/health", get(queries::health))
+        .route("/ready", get(queries::ready))
         .route(
             "/conclave/v1/planka/webhook",
             post(planka::webhook).layer(DefaultBodyLimit::max(planka::MAX_BODY_BYTES)),

@@ -1,4 +1,5 @@
-//! The homeserver's questions to the appservice: ping, users, room aliases; and our health.
+//! The homeserver's questions to the appservice: ping, users, room aliases; and our health and
+//! readiness.
 
 use super::{ApiError, AppState, HomeserverAuth};
 use axum::Json;
@@ -6,6 +7,10 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use ruma::UserId;
 use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+/// How long `/ready` waits for each dependency: the healthcheck and the startup waits poll it.
+const READY_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// `POST /_matrix/app/v1/ping`: the homeserver checks that it can reach us.
 pub async fn ping(_auth: HomeserverAuth) -> Json<Value> {
@@ -46,4 +51,42 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
             (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "error", "database": "unavailable" })))
         }
     }
+}
+
+/// `GET /ready`: 200 only when the database and the homeserver answer now; else 503 with the
+/// reason. Read by the container's healthcheck, the startup waits and the dashboard. The reason
+/// names what is down, never an address or a credential (the details go to the log).
+pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+    let database = timed(state.store.ping());
+    let homeserver = timed(state.matrix.probe());
+    let ((db, db_ms), (hs, hs_ms)) = tokio::join!(database, homeserver);
+    let check = |name: &str, result: &Result<(), String>, elapsed: Duration| {
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "ready check: the {name} does not answer");
+        }
+        json!({ "ok": result.is_ok(), "ms": elapsed.as_millis() as u64 })
+    };
+    let checks = json!({ "database": check("database", &db, db_ms), "homeserver": check("homeserver", &hs, hs_ms) });
+    let down: Vec<&str> = [("database", db.is_ok()), ("homeserver", hs.is_ok())]
+        .into_iter()
+        .filter_map(|(name, ok)| (!ok).then_some(name))
+        .collect();
+    if down.is_empty() {
+        (StatusCode::OK, Json(json!({ "status": "ready", "checks": checks })))
+    } else {
+        let reason = format!("{} not answering", down.join(" and "));
+        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "unavailable", "reason": reason, "checks": checks })))
+    }
+}
+
+/// Runs one readiness probe with the deadline; returns its outcome and how long it took.
+async fn timed<E: std::fmt::Display>(
+    probe: impl std::future::Future<Output = Result<(), E>>,
+) -> (Result<(), String>, Duration) {
+    let start = Instant::now();
+    let result = match tokio::time::timeout(READY_TIMEOUT, probe).await {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(_) => Err(format!("no answer within {READY_TIMEOUT:?}")),
+    };
+    (result, start.elapsed())
 }

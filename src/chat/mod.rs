@@ -40,6 +40,21 @@ pub async fn request(
     crate::jobs::enqueue(ctx, Kind::Chat, trigger, raw, &Question { question: question.to_owned() }, &label).await
 }
 
+/// Streams the room's model's answer to `messages` into the room as the job's result (for
+/// features that build their own context, such as `!browse`).
+pub async fn answer_with(ctx: &Context, job: &RunningJob, messages: &[crate::llm::Message]) -> JobEnd {
+    let result = async {
+        let settings = ctx.store.room_settings(job.trigger.room_id.as_str()).await?;
+        let model = settings.model.as_deref().unwrap_or(&ctx.config.llm.chat_model);
+        stream::answer(ctx, job, messages, model).await
+    }
+    .await;
+    match result {
+        Ok(end) => end,
+        Err(e) => Err(e).into(),
+    }
+}
+
 /// Answers the job's question with the room's model, streamed into the room.
 pub async fn run_job(ctx: &Context, job: &RunningJob) -> JobEnd {
     let question: Question = match job.payload() {

@@ -69,6 +69,7 @@ pub struct Invocation {
 pub fn execute(command: &Command, invocation: &Invocation) -> String {
     match command {
         Command::Ask { .. }
+        | Command::Browse { .. }
         | Command::Model { .. }
         | Command::Prompt(_)
         | Command::Usage

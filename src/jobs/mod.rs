@@ -36,15 +36,18 @@ pub enum Kind {
     /// A quick call to a backend that may still time out: Planka, search, the model list
     /// (`jobs.max_running_backend`).
     Backend,
+    /// A page loaded in Chromium, then answered from (`browser.max_tabs`).
+    Browser,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 2] = [Kind::Chat, Kind::Backend];
+    pub const ALL: [Kind; 3] = [Kind::Chat, Kind::Backend, Kind::Browser];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Chat => "chat",
             Self::Backend => "backend",
+            Self::Browser => "browser",
         }
     }
 
@@ -57,6 +60,7 @@ impl Kind {
         match self {
             Self::Chat => config.llm.max_concurrent,
             Self::Backend => config.jobs.max_running_backend,
+            Self::Browser => config.browser.max_tabs,
         }
     }
 }

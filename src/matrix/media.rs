@@ -1,4 +1,5 @@
-//! Files into the media repository, and the `m.image` / `m.file` messages that show them.
+//! Files through the media repository: upload as a user, and the `m.image` / `m.file` message
+//! contents that point at the upload (for `!browse` screenshots and coding agents' files).
 
 use super::{MatrixClient, MatrixError};
 use ruma::api::client as cs;
@@ -9,7 +10,7 @@ use ruma::events::room::message::{
 use ruma::{OwnedMxcUri, UInt, UserId};
 
 impl MatrixClient {
-    /// Uploads `bytes` as `user`; returns the `mxc://` URI of the file.
+    /// Uploads `bytes` as `user` (the agent or a ghost) and returns its `mxc://` URI.
     pub async fn upload(
         &self,
         user: &UserId,
@@ -19,73 +20,73 @@ impl MatrixClient {
     ) -> Result<OwnedMxcUri, MatrixError> {
         let mut request = cs::media::create_content::v3::Request::new(bytes);
         request.content_type = Some(content_type.to_owned());
-        request.filename = Some(filename.to_owned()).filter(|f| !f.is_empty());
+        request.filename = (!filename.is_empty()).then(|| filename.to_owned());
         Ok(self.send(request, Some(user)).await?.content_uri)
     }
 }
 
-/// Width and height of an image, from its header bytes; `None` for anything else.
-pub fn image_size(bytes: &[u8]) -> Option<(u64, u64)> {
-    let size = imagesize::blob_size(bytes).ok()?;
-    Some((size.width as u64, size.height as u64))
+/// Image metadata for [`image_content`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageMeta {
+    pub width: u32,
+    pub height: u32,
+    pub mimetype: String,
+    pub size: u64,
 }
 
-/// The message for an uploaded file: `m.image` (with its dimensions) when it is an image of a
-/// kind clients show, else `m.file`.
-pub fn file_message(
-    name: &str,
-    url: OwnedMxcUri,
-    mimetype: &str,
-    size: usize,
-    dimensions: Option<(u64, u64)>,
-) -> RoomMessageEventContent {
-    let size = UInt::try_from(size as u64).ok();
-    let msgtype = match dimensions {
-        Some((width, height)) if mimetype.starts_with("image/") => {
-            let mut info = ImageInfo::new();
-            info.mimetype = Some(mimetype.to_owned());
-            info.size = size;
-            info.width = UInt::try_from(width).ok();
-            info.height = UInt::try_from(height).ok();
-            MessageType::Image(ImageMessageEventContent::plain(name.to_owned(), url).info(Box::new(info)))
-        }
-        _ => {
-            let mut info = FileInfo::new();
-            info.mimetype = Some(mimetype.to_owned());
-            info.size = size;
-            MessageType::File(FileMessageEventContent::plain(name.to_owned(), url).info(Box::new(info)))
-        }
-    };
-    RoomMessageEventContent::new(msgtype)
+/// An `m.image` message showing the upload at `url`; `body` is the text clients show without
+/// the image (its description or file name).
+pub fn image_content(url: OwnedMxcUri, body: &str, filename: &str, meta: &ImageMeta) -> RoomMessageEventContent {
+    let mut info = ImageInfo::new();
+    info.width = Some(UInt::from(meta.width));
+    info.height = Some(UInt::from(meta.height));
+    info.mimetype = Some(meta.mimetype.clone());
+    info.size = UInt::new(meta.size);
+    let mut image = ImageMessageEventContent::plain(body.to_owned(), url).info(Box::new(info));
+    if !filename.is_empty() && filename != body {
+        image.filename = Some(filename.to_owned());
+    }
+    RoomMessageEventContent::new(MessageType::Image(image))
+}
+
+/// An `m.file` message offering the upload at `url` for download.
+pub fn file_content(url: OwnedMxcUri, filename: &str, mimetype: &str, size: u64) -> RoomMessageEventContent {
+    let mut info = FileInfo::new();
+    info.mimetype = Some(mimetype.to_owned());
+    info.size = UInt::new(size);
+    let file = FileMessageEventContent::plain(filename.to_owned(), url).info(Box::new(info));
+    RoomMessageEventContent::new(MessageType::File(file))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// A 3×2 PNG's first bytes: signature, IHDR length and type, width, height.
-    const PNG_3X2: &[u8] = &[
-        0x89, b'P', b'N', b'G', 0x0d, 0x0a, 0x1a, 0x0a, 0, 0, 0, 13, b'I', b'H', b'D', b'R', 0, 0, 0, 3, 0, 0, 0, 2, 8,
-        6, 0, 0, 0,
-    ];
-
-    #[test]
-    fn images_are_measured_and_other_files_are_not() {
-        assert_eq!(image_size(PNG_3X2), Some((3, 2)));
-        assert_eq!(image_size(b"just text"), None);
+    fn mxc() -> OwnedMxcUri {
+        "mxc://test.local/abc123".into()
     }
 
     #[test]
-    fn images_get_dimensions_and_files_do_not() {
-        let url = OwnedMxcUri::from("mxc://x.y/abc");
-        let v = serde_json::to_value(file_message("a.png", url.clone(), "image/png", 29, Some((3, 2)))).unwrap();
+    fn an_image_carries_its_size_and_type() {
+        let meta = ImageMeta { width: 1280, height: 800, mimetype: "image/png".into(), size: 12345 };
+        let v = serde_json::to_value(image_content(mxc(), "Screenshot of example.org", "example.png", &meta)).unwrap();
         assert_eq!(v["msgtype"], "m.image");
-        assert_eq!((v["info"]["w"].as_u64(), v["info"]["h"].as_u64()), (Some(3), Some(2)));
-        assert_eq!(v["info"]["size"], 29);
-        assert_eq!(v["url"], "mxc://x.y/abc");
-        let v = serde_json::to_value(file_message("log.txt", url, "text/plain", 5, None)).unwrap();
+        assert_eq!(v["url"], "mxc://test.local/abc123");
+        assert_eq!(v["body"], "Screenshot of example.org");
+        assert_eq!(v["filename"], "example.png");
+        assert_eq!(v["info"]["w"], 1280);
+        assert_eq!(v["info"]["h"], 800);
+        assert_eq!(v["info"]["mimetype"], "image/png");
+        assert_eq!(v["info"]["size"], 12345);
+    }
+
+    #[test]
+    fn a_file_carries_its_name_type_and_size() {
+        let v = serde_json::to_value(file_content(mxc(), "report.pdf", "application/pdf", 99)).unwrap();
         assert_eq!(v["msgtype"], "m.file");
-        assert_eq!(v["info"]["mimetype"], "text/plain");
-        assert_eq!(v["body"], "log.txt");
+        assert_eq!(v["body"], "report.pdf");
+        assert_eq!(v["url"], "mxc://test.local/abc123");
+        assert_eq!(v["info"]["mimetype"], "application/pdf");
+        assert_eq!(v["info"]["size"], 99);
     }
 }

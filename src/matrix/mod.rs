@@ -1,4 +1,4 @@
-//! Homeserver client: ruma's typed client-server requests over one reqwest client, authenticated
+//! Homeserver client: ruma's typed client-server requests (messages, rooms, media uploads) over one reqwest client, authenticated
 //! with the as_token and, for ghost users, identity assertion (`?user_id=`).
 //!
 //! Every call has a timeout; 429 (honouring `retry_after_ms`), 5xx and transport errors are
@@ -6,10 +6,13 @@
 
 mod content;
 pub mod markdown;
-pub mod media;
+mod media;
+mod rooms;
 mod txn;
 
 pub use content::{edit_content, notice_reply, text_reply};
+pub use media::{ImageMeta, file_content, image_content};
+pub use rooms::{NewRoom, encryption_content};
 pub use txn::txn_id_for;
 
 use crate::secret::Secret;
@@ -119,7 +122,7 @@ impl MatrixClient {
         R::PathBuilder: PathInput,
         for<'a> R::Authentication: AuthScheme<Input<'a> = SendAccessToken<'a>>,
     {
-        self.send_with(request, SendAccessToken::Appservice(self.as_token.expose()), as_user).await
+        self.send_with(request, SendAccessToken::Appservice(self.as_token.expose()), as_user, MAX_ATTEMPTS).await
     }
 
     async fn send_with<R>(
@@ -127,6 +130,7 @@ impl MatrixClient {
         request: R,
         token: SendAccessToken<'_>,
         as_user: Option<&UserId>,
+        max_attempts: u32,
     ) -> Result<R::IncomingResponse, MatrixError>
     where
         R: OutgoingRequest,
@@ -158,7 +162,7 @@ impl MatrixClient {
                 }
                 Err(e) => (e, None),
             };
-            if !err.is_transient() || attempt >= MAX_ATTEMPTS {
+            if !err.is_transient() || attempt >= max_attempts {
                 return Err(err);
             }
             let wait = retry_after.map(|d| d.min(MAX_RETRY_AFTER)).unwrap_or(backoff);
@@ -195,7 +199,13 @@ impl MatrixClient {
     /// as_token does not make a reachable homeserver look down).
     pub async fn versions(&self) -> Result<Vec<String>, MatrixError> {
         let request = cs::discovery::get_supported_versions::Request::new();
-        Ok(self.send_with(request, SendAccessToken::None, None).await?.versions)
+        Ok(self.send_with(request, SendAccessToken::None, None, MAX_ATTEMPTS).await?.versions)
+    }
+
+    /// One `versions` request, no retry: a readiness probe answers now, not after a back-off.
+    pub async fn probe(&self) -> Result<(), MatrixError> {
+        let request = cs::discovery::get_supported_versions::Request::new();
+        self.send_with(request, SendAccessToken::None, None, 1).await.map(drop)
     }
 
     /// Asks the homeserver to ping this appservice; returns the round trip it measured.

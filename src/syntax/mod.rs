@@ -17,6 +17,12 @@ pub enum Command {
     Ask {
         question: String,
     },
+    /// `!browse <url> [question]`: the page in Chromium, a screenshot, and the question answered
+    /// from the page (or the page summarised).
+    Browse {
+        url: String,
+        question: Option<String>,
+    },
     /// `!model [name]`: show the models (and this room's), or set this room's (admins).
     Model {
         name: Option<String>,
@@ -69,8 +75,9 @@ pub enum PromptChange {
 
 /// Commands that exist. A `/name` message counts as a command only for these, so a message
 /// that starts with a path (`/etc/hosts is …`) is not answered.
-const KNOWN: &[&str] =
-    &["help", "ping", "ask", "model", "prompt", "usage", "jobs", "cancel", "search", "index", "task", "board"];
+const KNOWN: &[&str] = &[
+    "help", "ping", "ask", "browse", "model", "prompt", "usage", "jobs", "cancel", "search", "index", "task", "board",
+];
 
 /// Parses a message body; `None` when it is not a command at all.
 pub fn parse(body: &str) -> Option<Command> {
@@ -104,6 +111,16 @@ pub fn parse(body: &str) -> Option<Command> {
         "ping" => Command::Ping,
         "ask" if text.is_empty() => Command::Invalid { reason: strings::ask_needs_a_question() },
         "ask" => Command::Ask { question: text.to_owned() },
+        "browse" => match args.first() {
+            None => Command::Invalid { reason: strings::browse_usage() },
+            Some(url) => {
+                let question = text[url.len()..].trim();
+                Command::Browse {
+                    url: (*url).to_owned(),
+                    question: (!question.is_empty()).then(|| question.to_owned()),
+                }
+            }
+        },
         "search" => {
             let all = args.first() == Some(&"--all");
             let query = if all { text["--all".len()..].trim() } else { text };
@@ -174,6 +191,16 @@ mod tests {
                 Some(Command::Ask { question: "what is  *this*?\nsecond line".into() }),
             ),
             ("slash ask", "/ask why", Some(Command::Ask { question: "why".into() })),
+            ("browse", "!browse example.org", Some(Command::Browse { url: "example.org".into(), question: None })),
+            (
+                "browse question",
+                "!browse https://example.org/x  what changed?\nin 2.0",
+                Some(Command::Browse {
+                    url: "https://example.org/x".into(),
+                    question: Some("what changed?\nin 2.0".into()),
+                }),
+            ),
+            ("browse nothing", "!browse", Some(Command::Invalid { reason: strings::browse_usage() })),
             ("ask nothing", "!ask  ", Some(Command::Invalid { reason: strings::ask_needs_a_question() })),
             ("model show", "!model", Some(Command::Model { name: None })),
             ("model set", "!model qwen3:8b", Some(Command::Model { name: Some("qwen3:8b".into()) })),

@@ -91,6 +91,11 @@ impl Agent {
         self.slot.user_id()
     }
 
+    /// The running process's id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn log_path(&self) -> PathBuf {
         self.dir.join("agent.log")
     }

@@ -14,6 +14,7 @@ pub mod postgres;
 pub mod proxy;
 pub mod scripted_llm;
 pub mod synapse;
+pub mod test_site;
 
 use std::future::Future;
 use std::path::Path;

@@ -19,6 +19,8 @@ pub struct Slot {
     pub id: String,
     pub localpart: String,
     pub ghost_prefix: String,
+    /// Room aliases `#<alias_prefix>…` are this slot's (an exclusive namespace).
+    pub alias_prefix: String,
     pub port: u16,
     /// What the registration tells Synapse (normally http://127.0.0.1:<port>).
     pub url: String,
@@ -42,6 +44,7 @@ impl Slot {
             "[homeserver]\nurl = \"{homeserver_url}\"\nserver_name = \"{SERVER_NAME}\"\ntimeout_secs = 10\n\
              [appservice]\nid = \"{id}\"\nlisten = \"127.0.0.1:{port}\"\nurl = \"{url}\"\n\
              as_token = \"{a}\"\nhs_token = \"{h}\"\nsender_localpart = \"{lp}\"\nghost_prefix = \"{gp}\"\n\
+             alias_prefix = \"{ap}\"\n\
              [database]\nurl = \"{database_url}\"\n{extra}\n",
             id = self.id,
             port = self.port,
@@ -50,6 +53,7 @@ impl Slot {
             h = self.hs_token,
             lp = self.localpart,
             gp = self.ghost_prefix,
+            ap = self.alias_prefix,
         )
     }
 }
@@ -117,6 +121,7 @@ impl Synapse {
                     id: format!("conclave-test-{i}"),
                     localpart: format!("agent{i}"),
                     ghost_prefix: format!("agent{i}-"),
+                    alias_prefix: format!("room{i}-"),
                     port,
                     url,
                     as_token: format!("as-token-{i}-{}", std::process::id()),
