@@ -43,6 +43,8 @@ async fn main() {
         llm.url
     ))
     .unwrap();
+    let db = format!("sqlite://{}/bench.db", dir.path().display());
+    stub_homeserver::agent_joined(&db, (0..=questions).map(|n| format!("!room{n}"))).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let agent = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

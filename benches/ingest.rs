@@ -48,6 +48,7 @@ async fn main() {
     let db = dir.path().join("bench.db");
     let (homeserver, _sent) = stub_homeserver::start().await;
     let config = Config::from_toml(&config_toml(db.to_str().unwrap(), "127.0.0.1:0", &homeserver)).unwrap();
+    stub_homeserver::agent_joined(&format!("sqlite://{}", db.display()), (0..rooms).map(|n| format!("!room{n}"))).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

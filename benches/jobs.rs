@@ -109,12 +109,19 @@ async fn main() {
         .unwrap()
     };
     println!("jobs: stub homeserver, SQLite, llm.max_concurrent = 2 (default)");
+    let rooms_of = |name: &str| {
+        let mut rooms: Vec<String> = (0..50).flat_map(|i| [format!("!slow{i}"), format!("!r{i}")]).collect();
+        rooms.extend(["!quiet".to_owned(), "!one".to_owned()]);
+        (format!("sqlite://{}/{name}.db", dir.path().display()), rooms)
+    };
 
     // 1. !ping while slow answers run or wait.
     for level in levels {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let agent = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (db, rooms) = rooms_of(&format!("ping{level}"));
+        stub_homeserver::agent_joined(&db, rooms).await;
         let server = tokio::spawn(serve(config(&slow.url, &format!("ping{level}")), listener, async {
             let _ = stopped.await;
         }));
@@ -163,6 +170,8 @@ async fn main() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let agent = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (db, rooms) = rooms_of("throughput");
+    stub_homeserver::agent_joined(&db, rooms).await;
     let server = tokio::spawn(serve(config(&instant.url, "throughput"), listener, async {
         let _ = stopped.await;
     }));

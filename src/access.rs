@@ -1,17 +1,15 @@
-//! Who may invite and command the agent: glob patterns over Matrix user ids.
+//! Who may invite and command the agent: glob patterns over Matrix user ids (and the same globs
+//! over room ids and aliases, for the coding agents' rooms).
 
 use regex::Regex;
 use ruma::UserId;
 
-/// One `access.users` / `access.admins` entry: `*` matches any run of characters, `?` one.
+/// A glob over a whole string: `*` matches any run of characters, `?` one, the rest literally.
 #[derive(Debug, Clone)]
-pub struct Pattern(Regex);
+pub struct Glob(Regex);
 
-impl Pattern {
-    pub fn parse(glob: &str) -> Result<Self, String> {
-        if !glob.starts_with('@') {
-            return Err(format!("{glob:?} is not a user id pattern (it must start with @, e.g. \"@*:example.org\")"));
-        }
+impl Glob {
+    pub fn new(glob: &str) -> Result<Self, String> {
         let mut re = String::from("^");
         for c in glob.chars() {
             match c {
@@ -22,6 +20,23 @@ impl Pattern {
         }
         re.push('$');
         Regex::new(&re).map(Self).map_err(|e| format!("{glob:?}: {e}"))
+    }
+
+    pub fn is_match(&self, text: &str) -> bool {
+        self.0.is_match(text)
+    }
+}
+
+/// One `access.users` / `access.admins` entry: a [`Glob`] over user ids.
+#[derive(Debug, Clone)]
+pub struct Pattern(Glob);
+
+impl Pattern {
+    pub fn parse(glob: &str) -> Result<Self, String> {
+        if !glob.starts_with('@') {
+            return Err(format!("{glob:?} is not a user id pattern (it must start with @, e.g. \"@*:example.org\")"));
+        }
+        Glob::new(glob).map(Self)
     }
 
     pub fn matches(&self, user: &UserId) -> bool {

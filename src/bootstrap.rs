@@ -102,7 +102,17 @@ fn parse_plan(text: &str, config: &Config) -> anyhow::Result<Vec<RoomPlan>> {
         let ghosts = entry
             .agents
             .iter()
-            .map(|a| ns.ghost(a).ok_or_else(|| anyhow::anyhow!("{what} agents: {a:?} is not a coding agent name")))
+            .map(|a| {
+                // Only configured agents have ghosts, and only in rooms their globs allow.
+                let Some(configured) = config.agents.get(a) else {
+                    anyhow::bail!("{what} agents: {a:?} has no [agents.{a}] table in the config");
+                };
+                let rooms = crate::ghosts::RoomPolicy::new(&configured.rooms).map_err(anyhow::Error::msg)?;
+                if !(rooms.any_room() || rooms.allows("", &[alias.to_string()])) {
+                    anyhow::bail!("{what} agents: agents.{a}.rooms does not allow {alias}");
+                }
+                ns.ghost(a).ok_or_else(|| anyhow::anyhow!("{what} agents: {a:?} is not a coding agent name"))
+            })
             .collect::<anyhow::Result<Vec<_>>>()?;
         let room = NewRoom {
             alias: entry.alias,
@@ -347,7 +357,8 @@ mod tests {
 
     fn config() -> Config {
         Config::from_toml(
-            "[homeserver]\nserver_name = \"conclave.local\"\n[appservice]\nas_token = \"a1\"\nhs_token = \"h2\"\n",
+            "[homeserver]\nserver_name = \"conclave.local\"\n[appservice]\nas_token = \"a1\"\nhs_token = \"h2\"\n\
+             [agents.pi]\n[agents.claude]\nrooms = [\"#dev:*\"]\n",
         )
         .unwrap()
     }
@@ -387,6 +398,16 @@ mod tests {
             ("unknown key", "[[rooms]]\nalias = \"fleet-x\"\nencrypted = false\ninvites = []", "invites"),
             ("bad user", "[[rooms]]\nalias = \"fleet-x\"\nencrypted = false\ninvite = [\"Not A User\"]", "invite"),
             ("bad agent", "[[rooms]]\nalias = \"fleet-x\"\nencrypted = false\nagents = [\"P I\"]", "agents"),
+            (
+                "unconfigured agent",
+                "[[rooms]]\nalias = \"fleet-x\"\nencrypted = false\nagents = [\"bob\"]",
+                "[agents.bob]",
+            ),
+            (
+                "room not in its globs",
+                "[[rooms]]\nalias = \"fleet-x\"\nencrypted = false\nagents = [\"claude\"]",
+                "agents.claude.rooms",
+            ),
         ];
         for (name, text, want) in cases {
             let err = parse_plan(text, &config()).expect_err(name).to_string();

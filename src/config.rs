@@ -6,6 +6,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use ruma::{OwnedServerName, OwnedUserId, UserId};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -37,6 +38,13 @@ pub struct Config {
     pub chroma: Chroma,
     #[serde(default)]
     pub browser: Browser,
+    /// `[agents.<name>]`: the coding agents, each with its ghost user `@<ghost_prefix><name>`. Only
+    /// these ghosts exist. Default none.
+    #[serde(default)]
+    pub agents: BTreeMap<String, CodingAgent>,
+    /// `[agent_api]`: limits of the coding agents' HTTP API (`/conclave/v1`).
+    #[serde(default)]
+    pub agent_api: AgentApi,
     /// The directory of the config file: `prompts/` there overrides the built-in prompts.
     #[serde(skip)]
     pub dir: Option<PathBuf>,
@@ -312,6 +320,83 @@ impl Default for Browser {
     }
 }
 
+/// Where coding agents work unless their table says otherwise.
+pub const DEFAULT_AGENT_WORKDIR: &str = "/workspace/data/coding/projects";
+
+/// `[agents.<name>]`: one coding agent. Every key is optional; after loading, the empty ones hold
+/// their defaults (so `init` writes them out).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CodingAgent {
+    /// The ghost's display name. Default: the agent's name.
+    pub display_name: String,
+    /// The ghost's avatar: an `mxc://` URI, or an image file (relative to the config file's
+    /// directory) uploaded at start. Default none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub avatar: Option<String>,
+    /// How `!agent <name>` starts it. Default: pi's RPC mode for `pi`, Claude Code's stream-json
+    /// mode for `claude`, else the name alone.
+    pub command: Vec<String>,
+    /// Where it works. Default `/workspace/data/coding/projects`.
+    pub workdir: String,
+    /// Rooms its token may use and its ghost may be invited to: room ids or aliases, as globs
+    /// (`*`, `?`; an alias glob matches the room's canonical and alternative aliases). Default `["*"]`.
+    pub rooms: Vec<String>,
+}
+
+impl CodingAgent {
+    /// The defaults of `name`'s empty keys.
+    fn fill_defaults(&mut self, name: &str) {
+        if self.display_name.trim().is_empty() {
+            self.display_name = name.to_owned();
+        }
+        if self.command.is_empty() {
+            let words: &[&str] = match name {
+                "pi" => &["pi", "--mode", "rpc"],
+                "claude" => {
+                    &["claude", "-p", "--input-format", "stream-json", "--output-format", "stream-json", "--verbose"]
+                }
+                other => &[other],
+            };
+            self.command = words.iter().map(|w| (*w).to_owned()).collect();
+        }
+        if self.workdir.trim().is_empty() {
+            self.workdir = DEFAULT_AGENT_WORKDIR.to_owned();
+        }
+        if self.rooms.is_empty() {
+            self.rooms = vec!["*".to_owned()];
+        }
+    }
+}
+
+/// `[agent_api]`: what one coding agent's token may ask of the HTTP API.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentApi {
+    /// Requests per second one token may make, on average. Default 20.
+    pub requests_per_second: u32,
+    /// Requests one token may make in a burst above that rate. Default 100.
+    pub burst: u32,
+    /// Largest JSON request body, in bytes. Default 1 MiB.
+    pub max_body_bytes: usize,
+    /// Largest file (`POST /conclave/v1/files`), in bytes. Default 10 MiB.
+    pub max_upload_bytes: usize,
+    /// Inbox messages kept per agent; beyond it the oldest are dropped (and counted). Default 1000.
+    pub inbox_max: u64,
+}
+
+impl Default for AgentApi {
+    fn default() -> Self {
+        Self {
+            requests_per_second: 20,
+            burst: 100,
+            max_body_bytes: 1024 * 1024,
+            max_upload_bytes: 10 * 1024 * 1024,
+            inbox_max: 1000,
+        }
+    }
+}
+
 // `#[serde(default)]` on a whole section cannot coexist with required keys, so the
 // sections with required keys name each default here.
 fn default_homeserver_url() -> String {
@@ -420,7 +505,10 @@ impl Config {
         // Only `SECTION__KEY` names: CONCLAVE_CONFIG and the tools' own CONCLAVE_* variables are
         // not config keys.
         let env = Env::prefixed(ENV_PREFIX).filter(|k| k.as_str().contains("__")).split("__");
-        let config: Config = base.merge(env).extract().map_err(ConfigError::from_figment)?;
+        let mut config: Config = base.merge(env).extract().map_err(ConfigError::from_figment)?;
+        for (name, agent) in &mut config.agents {
+            agent.fill_defaults(name);
+        }
         config.validate()?;
         Ok(config)
     }
@@ -501,6 +589,36 @@ impl Config {
         if b.max_page_bytes < 64 * 1024 {
             return Err(ConfigError::key("browser.max_page_bytes", "must be at least 65536"));
         }
+        for (name, agent) in &self.agents {
+            let key = |k: &str| format!("agents.{name}.{k}");
+            if !is_conforming_localpart(&format!("{}{name}", a.ghost_prefix)) {
+                return Err(ConfigError::key(
+                    &format!("agents.{name}"),
+                    "the name must use only a-z, 0-9 and . _ = - / + (it becomes the ghost's user id)",
+                ));
+            }
+            if agent.command.iter().any(|w| w.is_empty()) {
+                return Err(ConfigError::key(&key("command"), "must not hold empty words"));
+            }
+            for (i, glob) in agent.rooms.iter().enumerate() {
+                if !(glob.starts_with(['!', '#']) || glob == "*") {
+                    return Err(ConfigError::key(
+                        &format!("{}[{i}]", key("rooms")),
+                        format!(
+                            "{glob:?} is not a room pattern: use \"*\", a room id (!…) or an alias (#…), globs allowed"
+                        ),
+                    ));
+                }
+            }
+        }
+        let api = &self.agent_api;
+        positive("agent_api.requests_per_second", u64::from(api.requests_per_second))?;
+        positive("agent_api.burst", u64::from(api.burst))?;
+        if api.max_body_bytes < 1024 {
+            return Err(ConfigError::key("agent_api.max_body_bytes", "must be at least 1024"));
+        }
+        positive("agent_api.max_upload_bytes", api.max_upload_bytes as u64)?;
+        positive("agent_api.inbox_max", api.inbox_max)?;
         Ok(())
     }
 
@@ -672,6 +790,35 @@ mod tests {
         assert_eq!((f.chat_model.as_str(), f.cooldown_secs), ("small", 60));
         let bad = with.replace("http://10.0.0.2:8080/v1", "nope");
         assert_eq!(key_of(Config::from_toml(&bad).unwrap_err()), "llm.fallback.base_url");
+    }
+
+    #[test]
+    fn coding_agents_get_their_defaults_and_bad_ones_name_their_key() {
+        let c =
+            Config::from_toml(&format!("{MINIMAL}\n[agents.pi]\n[agents.claude]\n[agents.ci]\nrooms = [\"#dev:*\"]\n"))
+                .unwrap();
+        let pi = &c.agents["pi"];
+        assert_eq!((pi.display_name.as_str(), pi.rooms.as_slice()), ("pi", ["*".to_owned()].as_slice()));
+        assert_eq!(pi.command, ["pi", "--mode", "rpc"]);
+        assert_eq!(pi.workdir, DEFAULT_AGENT_WORKDIR);
+        assert_eq!(c.agents["claude"].command[0], "claude");
+        assert_eq!(
+            (c.agents["ci"].command.as_slice(), c.agents["ci"].rooms.as_slice()),
+            (["ci".to_owned()].as_slice(), ["#dev:*".to_owned()].as_slice())
+        );
+        assert_eq!(c.agent_api.requests_per_second, 20);
+        assert_eq!(c.agent_api.burst, 100);
+        let cases = [
+            ("[agents.\"Bad Name\"]", "agents.Bad Name"),
+            ("[agents.pi]\nrooms = [\"dev\"]", "agents.pi.rooms[0]"),
+            ("[agents.pi]\ncommand = [\"\"]", "agents.pi.command"),
+            ("[agents.pi]\nflavour = 1", "agents.pi.flavour"),
+            ("[agent_api]\nburst = 0", "agent_api.burst"),
+        ];
+        for (extra, key) in cases {
+            let err = Config::from_toml(&format!("{MINIMAL}\n{extra}\n")).expect_err(extra);
+            assert_eq!(key_of(err), key, "{extra}");
+        }
     }
 
     #[test]

@@ -33,6 +33,8 @@ pub struct Context {
     pub tasks: Option<Tasks>,
     /// The embedder and the vector store (room history search).
     pub rag: Rag,
+    /// The coding agents (`[agents.<name>]`): their ghosts, inboxes, API limits.
+    pub agents: Arc<crate::ghosts::Agents>,
     /// Chromium behind the address guard (`!browse`); started on first use.
     pub browser: Browser,
     /// Joined-member counts, to tell direct chats without asking the homeserver per message.
@@ -65,6 +67,7 @@ impl Context {
         };
         let tasks = Tasks::from_config(&config.planka)?;
         let rag = Rag::from_config(&config)?;
+        let agents = Arc::new(crate::ghosts::Agents::from_config(&config, &namespace).map_err(anyhow::Error::msg)?);
         let browser = Browser::from_config(&config.browser).map_err(anyhow::Error::msg)?;
         Ok(Self {
             store,
@@ -77,6 +80,7 @@ impl Context {
             jobs_wake: Notify::new(),
             tasks,
             rag,
+            agents,
             browser,
             members: Mutex::default(),
             questions: Mutex::default(),
@@ -138,5 +142,6 @@ impl Context {
     /// Someone joined or left: the count is stale.
     pub fn forget_members(&self, room: &RoomId) {
         self.members.lock().expect("not poisoned").remove(room);
+        self.agents.forget_members(room);
     }
 }

@@ -71,6 +71,9 @@ pub async fn handle(ctx: &Context, item: &InboxItem) -> Result<Outcome, HandleEr
 async fn membership(ctx: &Context, ev: &OriginalRoomMemberEvent) -> Result<(), HandleError> {
     ctx.forget_members(&ev.room_id);
     let Ok(target) = <&UserId>::try_from(ev.state_key.as_str()) else { return Ok(()) };
+    if ctx.namespace.is_ghost(target) {
+        return crate::agents::membership::on_member(ctx, ev).await;
+    }
     if !ctx.namespace.is_ours(target) {
         return Ok(());
     }
@@ -121,6 +124,12 @@ async fn joined(ctx: &Context, room: &RoomId) -> Result<(), StoreError> {
 }
 
 async fn message(ctx: &Context, ev: &OriginalRoomMessageEvent, raw: &str) -> Result<Outcome, HandleError> {
+    // Messages addressed to a coding agent's ghost go to its inbox (the ghosts' own are noted).
+    crate::agents::inbox::capture(ctx, ev).await?;
+    // A room only a ghost is in (a direct chat with it): nothing for @agent to answer or index.
+    if !ctx.store.room_is_joined(ev.room_id.as_str()).await? {
+        return Ok(Outcome::default());
+    }
     // Never react to ourselves or to notices (other bots'), so no loops (invariant 2).
     if ctx.namespace.is_ours(&ev.sender) {
         return Ok(Outcome::default());

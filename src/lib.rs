@@ -12,16 +12,20 @@
 //! - Clients, one per backend: [`matrix`] (homeserver), [`llm`] (OpenAI-compatible chat and
 //!   embeddings), [`planka`], [`rag`] (Chroma, retrieval, the indexer that feeds it), [`browser`]
 //!   (Chromium over CDP behind the address guard, and the guarded HTTP fetcher).
+//! - [`ghosts`]: the configured coding agents, their ghost users and rooms, and what their API
+//!   shares at run time (rate limit, inbox wake-ups).
 //! - [`context`], [`handler`], [`progress`], [`jobs`]: what handlers share (clients + policy), their
 //!   error type and the one way to reply, a message edited in place, and the durable job queue with
 //!   its workers (slow work, off the rooms' lanes).
 //! - Features: [`chat`] (when and how the agent answers), [`commands`] (executing commands),
 //!   [`backfill`] (reading a room's earlier history into the index), [`browse`] (`!browse`: a page,
-//!   its screenshot and an answer from it).
+//!   its screenshot and an answer from it), [`agents`] (coding agents in the rooms: tokens, inbox,
+//!   posts, progress, cards — and the CLI they run).
 //! - The lane: [`events`] (one inbox event → its effects: quick replies, or a job), [`dispatch`]
 //!   (inbox → per-room ordered handling), [`work`] (which feature runs each kind of job).
-//! - [`appservice`] (the HTTP API the homeserver calls), [`service`] (`serve`), [`ops`] (the
-//!   one-shot CLI operations), [`bootstrap`] (the workspace's rooms from `rooms.toml`).
+//! - [`appservice`] (the HTTP API the homeserver and the coding agents call), [`service`]
+//!   (`serve`), [`ops`] (the one-shot CLI operations), [`bootstrap`] (the workspace's rooms from
+//!   `rooms.toml`).
 //!
 //! ## The data path
 //! homeserver → `PUT /transactions` → one db transaction (txn id + events) → 200 →
@@ -30,6 +34,7 @@
 //! trigger.
 
 pub mod access;
+pub mod agents;
 pub mod appservice;
 pub mod backfill;
 pub mod bootstrap;
@@ -42,6 +47,7 @@ pub mod context;
 pub mod dispatch;
 pub mod error_text;
 pub mod events;
+pub mod ghosts;
 pub mod guard;
 pub mod handler;
 pub mod jobs;

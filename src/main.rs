@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use conclave_agent::config::{self, Config};
-use conclave_agent::{bootstrap, ops, service};
+use conclave_agent::{agents, bootstrap, ops, service};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -55,6 +55,18 @@ enum Command {
         #[arg(long)]
         rooms: Option<PathBuf>,
     },
+    /// Print a new bearer token of coding agent NAME, once (only its hash is kept).
+    ///
+    /// Refuses when the agent has one already, unless --rotate, which revokes the old one at once.
+    Token {
+        #[arg(long, value_name = "NAME")]
+        agent: String,
+        #[arg(long)]
+        rotate: bool,
+    },
+    // The coding agents' commands ($CONCLAVE_AGENT_URL, $CONCLAVE_AGENT_TOKEN; no config file).
+    #[command(flatten)]
+    Agent(agents::cli::Command),
 }
 
 fn main() -> ExitCode {
@@ -70,6 +82,7 @@ fn main() -> ExitCode {
         .init();
     let config_path = config::resolve_path(cli.config);
     let result = match cli.command {
+        Command::Agent(command) => return agents::cli::run(command),
         Command::Init { server_name, homeserver_url, out, force } => {
             ops::init(&out.unwrap_or(config_path), &server_name, &homeserver_url, force).map(|()| true)
         }
@@ -108,7 +121,8 @@ fn run(command: Command, config: Config) -> anyhow::Result<bool> {
                 .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (appservice.listen): {e}"))?;
             service::serve(config, listener, shutdown_signal()).await.map(|()| true)
         }),
-        Command::Init { .. } => unreachable!("handled before loading the config"),
+        Command::Token { agent, rotate } => runtime.block_on(agents::tokens::issue(&config, &agent, rotate)),
+        Command::Init { .. } | Command::Agent(_) => unreachable!("handled before loading the config"),
     }
 }
 

@@ -36,7 +36,8 @@ pub fn write_secret_file(path: &Path, contents: &str, overwrite: bool) -> anyhow
 /// `init`: a starter config with fresh tokens.
 pub fn init(out: &Path, server_name: &str, homeserver_url: &str, force: bool) -> anyhow::Result<()> {
     let text = format!(
-        "[homeserver]\nurl = {url}\nserver_name = {name}\n[appservice]\nas_token = {a}\nhs_token = {h}\n",
+        "[homeserver]\nurl = {url}\nserver_name = {name}\n[appservice]\nas_token = {a}\nhs_token = {h}\n\
+         [agents.pi]\n[agents.claude]\ndisplay_name = \"Claude Code\"\n",
         url = toml_str(homeserver_url),
         name = toml_str(server_name),
         a = toml_str(Secret::random().expose()),

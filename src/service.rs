@@ -37,6 +37,7 @@ pub async fn serve(
     let dispatcher = tokio::spawn(dispatch::run(ctx.clone(), signal.clone(), stopped.clone()));
     let indexer = tokio::spawn(indexer::run(store.clone(), ctx.rag.clone(), stopped.clone()));
     let jobs = tokio::spawn(jobs::run(ctx.clone(), work::runner(), stopped.clone()));
+    let agents = tokio::spawn(crate::agents::run(ctx.clone(), stopped.clone()));
     let backfill = tokio::spawn(backfill::run(ctx.clone(), stopped));
     tokio::spawn(announce(ctx.clone()));
 
@@ -65,6 +66,7 @@ pub async fn serve(
     let _ = jobs.await;
     let _ = indexer.await;
     let _ = backfill.await;
+    let _ = agents.await;
     store.close().await;
     Ok(())
 }

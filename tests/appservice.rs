@@ -92,7 +92,8 @@ async fn users_outside_access_are_refused() {
 
 #[tokio::test]
 async fn never_reacts_to_itself_its_ghosts_or_notices() {
-    let agent = start_agent().await;
+    // Only configured coding agents have ghosts.
+    let agent = Agent::start(synapse().slot(), Options { extra: "[agents.pi]\n".into(), ..Options::default() }).await;
     let alice = User::register("alice").await;
     let room = alice.room_with(&agent.user_id()).await;
 

@@ -113,7 +113,8 @@ async fn bootstrap_creates_each_room_once_and_then_changes_nothing() {
     let dir = scratch_dir("bootstrap");
     let config = dir.join("conclave.toml");
     let db = format!("sqlite://{}/agent.db", dir.display());
-    std::fs::write(&config, slot.config_toml(&synapse().url, &db, "")).unwrap();
+    // Only configured coding agents have ghosts: pi's joins the ops room.
+    std::fs::write(&config, slot.config_toml(&synapse().url, &db, "[agents.pi]\n")).unwrap();
     let agent = User::appservice(&slot.as_token, &slot.user_id());
     let admin = User::register("admin").await;
     let guest = User::register("guest").await;

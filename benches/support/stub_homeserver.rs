@@ -71,3 +71,14 @@ pub async fn start() -> (String, mpsc::UnboundedReceiver<Sent>) {
     tokio::spawn(async move { axum::serve(listener, axum::Router::new().fallback(homeserver).with_state(stub)).await });
     (url, sent)
 }
+
+/// Marks `rooms` as rooms the agent is in (as its own join would), in the database at `url`
+/// before the agent starts: the agent ignores rooms it is not in.
+#[allow(dead_code)] // not every benchmark needs it
+pub async fn agent_joined(url: &str, rooms: impl IntoIterator<Item = String>) {
+    let store = conclave_agent::store::Store::connect(url).await.unwrap();
+    for room in rooms {
+        store.room_set_joined(&room, true).await.unwrap();
+    }
+    store.close().await;
+}

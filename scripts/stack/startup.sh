@@ -213,7 +213,7 @@ write_coding_configs() { # dev's home on the volume: made once, then the user's 
   [ -f "$H/.pi/agent/models.json" ] || [ ! -f "$T/pi-models.json" ] || cp "$T/pi-models.json" "$H/.pi/agent/models.json"
   [ -f "$H/.claude/settings.json" ] || [ ! -f "$T/claude-settings.json" ] || cp "$T/claude-settings.json" "$H/.claude/settings.json"
   if [ -d "$CONCLAVE_HOME/skills/pi" ]; then cp -rn "$CONCLAVE_HOME/skills/pi/." "$H/.pi/agent/skills/"; fi
-  if [ -d "$CONCLAVE_HOME/skills/claude" ]; then cp -rn "$CONCLAVE_HOME/skills/claude/." "$H/.claude/skills/"; fi
+  if [ -d "$CONCLAVE_HOME/skills/claude-code" ]; then cp -rn "$CONCLAVE_HOME/skills/claude-code/." "$H/.claude/skills/"; fi
   if id dev >/dev/null 2>&1; then chown -R dev:dev "$H/.pi" "$H/.claude" "$H/.ssh" "$H/.tmux.conf"; fi
 }
 

@@ -9,11 +9,22 @@ pub struct ApiError {
     pub status: StatusCode,
     pub errcode: &'static str,
     pub message: String,
+    /// For 429: how long to wait, sent as `retry_after_ms` (and `Retry-After`).
+    pub retry_after_ms: Option<u64>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, errcode: &'static str, message: impl Into<String>) -> Self {
-        Self { status, errcode, message: message.into() }
+        Self { status, errcode, message: message.into(), retry_after_ms: None }
+    }
+
+    /// 429 `M_LIMIT_EXCEEDED`, to be tried again after `wait`.
+    pub fn rate_limited(wait: std::time::Duration) -> Self {
+        let ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
+        Self {
+            retry_after_ms: Some(ms),
+            ..Self::new(StatusCode::TOO_MANY_REQUESTS, "M_LIMIT_EXCEEDED", "too many requests; wait and try again")
+        }
     }
 
     pub fn unauthorized() -> Self {
@@ -44,7 +55,10 @@ impl IntoResponse for ApiError {
         if self.status.is_client_error() {
             tracing::debug!(status = %self.status, errcode = self.errcode, "request refused");
         }
-        let body = serde_json::json!({ "errcode": self.errcode, "error": self.message });
-        (self.status, Json(body)).into_response()
+        let mut body = serde_json::json!({ "errcode": self.errcode, "error": self.message });
+        let Some(ms) = self.retry_after_ms else { return (self.status, Json(body)).into_response() };
+        body["retry_after_ms"] = ms.into();
+        let seconds = ms.div_ceil(1000).to_string();
+        (self.status, [(axum::http::header::RETRY_AFTER, seconds)], Json(body)).into_response()
     }
 }

@@ -1,6 +1,8 @@
 //! The HTTP server the homeserver talks to (axum): transactions, ping, user and room queries,
-//! health, readiness, and a JSON `M_UNRECOGNIZED` for everything else.
+//! health, readiness, the coding agents' API (`/conclave/v1`), and a JSON `M_UNRECOGNIZED` for
+//! everything else.
 
+mod agent_api;
 mod auth;
 mod error;
 mod planka;
@@ -36,6 +38,8 @@ pub struct AppState {
 }
 
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
+    let api = &state.context.config.agent_api;
+    let agent_api = agent_api::router(api.max_body_bytes, api.max_upload_bytes);
     Router::new()
         .route("/_matrix/app/v1/transactions/{txn_id}", put(transactions::put_transaction))
         .route("/_matrix/app/v1/ping", post(queries::ping))
@@ -47,6 +51,8 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
             "/conclave/v1/planka/webhook",
             post(planka::webhook).layer(DefaultBodyLimit::max(planka::MAX_BODY_BYTES)),
         )
+        // Before the fallbacks, so a wrong method on these routes is a JSON 405 too.
+        .merge(agent_api)
         .fallback(|| async { ApiError::unrecognized(StatusCode::NOT_FOUND) })
         .method_not_allowed_fallback(|| async { ApiError::unrecognized(StatusCode::METHOD_NOT_ALLOWED) })
         .layer(DefaultBodyLimit::max(max_body_bytes))

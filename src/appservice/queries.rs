@@ -17,14 +17,15 @@ pub async fn ping(_auth: HomeserverAuth) -> Json<Value> {
     Json(json!({}))
 }
 
-/// `GET /_matrix/app/v1/users/{userId}`: a user in the ghost namespace is registered on demand.
+/// `GET /_matrix/app/v1/users/{userId}`: the ghost of a configured coding agent is registered on
+/// demand; no other user of the namespace exists (else anyone could create accounts by asking).
 pub async fn query_user(
     State(state): State<AppState>,
     _auth: HomeserverAuth,
     Path(user_id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let user = UserId::parse(&user_id).map_err(|_| ApiError::not_found("not a user id"))?;
-    if !state.namespace.is_ghost(&user) {
+    if !state.namespace.is_ghost(&user) || state.context.agents.by_user(&user).is_none() {
         return Err(ApiError::not_found("not a user of this appservice"));
     }
     state

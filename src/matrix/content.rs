@@ -17,10 +17,10 @@ pub fn text_reply(markdown: &str, trigger: &OriginalRoomMessageEvent) -> RoomMes
     RoomMessageEventContent::text_markdown(markdown).make_reply_to(trigger, ForwardThread::Yes, AddMentions::Yes)
 }
 
-/// An `m.replace` edit of `target` with new Markdown text.
+/// An `m.replace` edit of `target` with new Markdown text. Edits carry the text of slow work
+/// (model answers, coding agents' progress): raw HTML in it is shown as text (invariant 11).
 pub fn edit_content(target: &EventId, markdown: &str) -> RoomMessageEventContent {
-    RoomMessageEventContent::notice_markdown(markdown)
-        .make_replacement(ReplacementMetadata::new(target.to_owned(), None))
+    super::markdown::content(markdown, true).make_replacement(ReplacementMetadata::new(target.to_owned(), None))
 }
 
 #[cfg(test)]
@@ -70,5 +70,8 @@ mod tests {
         assert_eq!(v["m.relates_to"]["event_id"], "$orig");
         assert_eq!(v["m.new_content"]["body"], "new *text*");
         assert!(v["body"].as_str().unwrap().starts_with("* "));
+        let v = serde_json::to_value(edit_content(target, "**x** <img src=\"mxc://evil/y\">")).unwrap();
+        let html = v["m.new_content"]["formatted_body"].as_str().unwrap();
+        assert!(html.contains("<strong>x</strong>") && !html.contains("<img"), "{html}");
     }
 }

@@ -5,6 +5,7 @@
 //! retried with bounded exponential back-off (invariant 7).
 
 mod content;
+pub mod markdown;
 mod media;
 mod rooms;
 mod txn;

@@ -4,6 +4,7 @@
 //! container). Queries use `$N` placeholders, which both accept; times are i64 milliseconds and
 //! flags are i64 0/1, the types `Any` carries on both.
 
+mod agents;
 mod backfill;
 mod inbox;
 mod index;
@@ -12,6 +13,7 @@ mod rooms;
 mod settings;
 mod tasks;
 
+pub use agents::{AgentInboxRow, AgentProgressRow, StoredToken, TokenStored};
 pub use backfill::{Backfill, BackfillPage, HistoryMessage};
 pub use inbox::{InboxItem, NewEvent};
 pub use index::{IndexJob, IndexOp, IndexWrite};

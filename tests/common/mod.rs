@@ -12,6 +12,7 @@ pub mod fake_llm;
 pub mod fake_planka;
 pub mod postgres;
 pub mod proxy;
+pub mod scripted_llm;
 pub mod synapse;
 pub mod test_site;
 
