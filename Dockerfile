@@ -49,6 +49,7 @@ RUN apt-get update \
 
 COPY configs/ /opt/conclave/configs/
 COPY dashboard/ /opt/conclave/dashboard/
+COPY skills/ /opt/conclave/skills/
 COPY --from=builder /src/target/release/conclave-agent /usr/local/bin/conclave-agent
 RUN chmod 755 /opt/conclave/scripts/stack/*.sh \
     && conclave-agent --version

@@ -25,6 +25,8 @@ pub struct Poster {
 struct Update {
     text: String,
     last: bool,
+    /// The last update keeps to the interval too.
+    paced: bool,
 }
 
 /// The handle of one message being edited in place.
@@ -55,7 +57,7 @@ impl Progress {
     }
 
     fn spawn(poster: Poster, event_id: OwnedEventId, shown: Option<String>, interval: Duration) -> Self {
-        let initial = Update { text: shown.clone().unwrap_or_default(), last: false };
+        let initial = Update { text: shown.clone().unwrap_or_default(), last: false, paced: false };
         let (updates, rx) = watch::channel(initial);
         let editor = tokio::spawn(edit_loop(poster, event_id.clone(), shown, rx, interval));
         Self { event_id, updates, editor }
@@ -77,7 +79,17 @@ impl Progress {
 
     /// Shows `text` as the message's last state, at once, and returns once it landed.
     pub async fn finish(self, text: impl Into<String>) -> Result<OwnedEventId, MatrixError> {
-        let _ = self.updates.send(Update { text: text.into(), last: true });
+        self.end(Update { text: text.into(), last: true, paced: false }).await
+    }
+
+    /// Like [`Progress::finish`], but the last edit too keeps to the interval (for progress that
+    /// promises at most one edit per interval, the coding agents').
+    pub async fn finish_paced(self, text: impl Into<String>) -> Result<OwnedEventId, MatrixError> {
+        self.end(Update { text: text.into(), last: true, paced: true }).await
+    }
+
+    async fn end(self, update: Update) -> Result<OwnedEventId, MatrixError> {
+        let _ = self.updates.send(update);
         match self.editor.await {
             Ok(result) => result.map(|()| self.event_id),
             Err(e) => Err(MatrixError::Build(format!("the progress editor stopped: {e}"))),
@@ -85,9 +97,11 @@ impl Progress {
     }
 }
 
-/// Resolves when the last update has been sent (or the handle is gone).
-async fn until_last(rx: &mut watch::Receiver<Update>) {
-    let _ = rx.wait_for(|u| u.last).await;
+/// Resolves when a last update that need not wait has been sent (or never, once the handle is gone).
+async fn until_unpaced_last(rx: &mut watch::Receiver<Update>) {
+    if rx.wait_for(|u| u.last && !u.paced).await.is_err() {
+        std::future::pending::<()>().await;
+    }
 }
 
 /// Sends the latest update at most once per `interval` until the last one, which goes at once.
@@ -106,16 +120,24 @@ async fn edit_loop(
         if rx.changed().await.is_err() {
             return Ok(()); // the handle was dropped without finishing: nothing more to show
         }
+        let paced = |u: &Update| !u.last || u.paced;
         if let Some(at) = last_edit
-            && !rx.borrow().last
+            && paced(&rx.borrow())
         {
-            // Coalesce: whatever arrives meanwhile replaces this update. A last update cuts it short.
+            // Coalesce: whatever arrives meanwhile replaces this update. A last update that is not
+            // paced cuts the wait short.
             tokio::select! {
                 () = tokio::time::sleep_until(at + interval) => {}
-                () = until_last(&mut rx) => {}
+                () = until_unpaced_last(&mut rx) => {}
             }
         }
         let update = rx.borrow_and_update().clone();
+        if update.last
+            && update.paced
+            && let Some(at) = last_edit
+        {
+            tokio::time::sleep_until(at + interval).await;
+        }
         if shown.as_deref() != Some(update.text.as_str()) {
             edits += 1;
             let txn = txn_id_for(event_id.as_str(), &format!("edit-{nonce:x}-{edits}"));
@@ -196,6 +218,23 @@ mod tests {
         }
         assert_eq!(new_text(&edits[intermediate].1), "done", "the last text lands");
         assert!(finished - before_finish < interval, "the last text is not held back");
+    }
+
+    #[tokio::test]
+    async fn a_paced_finish_keeps_to_the_interval_too() {
+        let (matrix, sent) = homeserver().await;
+        let poster =
+            Poster { matrix, user: ruma::user_id!("@agent:x.y").to_owned(), room: ruma::room_id!("!r:x.y").to_owned() };
+        let interval = Duration::from_millis(300);
+        let first = RoomMessageEventContent::notice_plain("0");
+        let progress = Progress::start(poster, &txn_id_for("$t", "p"), &first, "0", interval).await.unwrap();
+        progress.update("1");
+        tokio::time::sleep(interval + Duration::from_millis(50)).await; // "1" has gone out
+        progress.finish_paced("done").await.unwrap();
+        let sent = sent.lock().unwrap().clone();
+        let (one, done) = (&sent[1], &sent[2]);
+        assert_eq!((new_text(&one.1), new_text(&done.1)), ("1", "done"));
+        assert!(done.0 - one.0 >= interval - Duration::from_millis(5), "{:?}", done.0 - one.0);
     }
 
     #[tokio::test]

@@ -403,8 +403,14 @@ async fn answers_draw_on_earlier_messages_of_the_same_room_only() {
     let question = w.alice.send_text(&w.room, "agent: when do we deploy the website?").await;
     w.alice.wait_reply(&w.room, &w.agent.user_id(), &question).await;
 
-    let request = llm.requests().pop().unwrap().to_string();
-    assert!(request.contains("<history>"), "{request}");
+    let sent = llm.requests().pop().unwrap();
+    let request = sent.to_string();
+    // Retrieved history is quoted material in a user message, never system text (invariant 8).
+    let messages = sent["messages"].as_array().unwrap();
+    let quoted =
+        messages.iter().find(|m| m["content"].as_str().unwrap_or_default().contains("every Friday at noon")).unwrap();
+    assert_eq!(quoted["role"], "user", "{request}");
+    assert!(quoted["content"].as_str().unwrap().contains("<room-"), "in a frame: {request}");
     assert!(request.contains("we deploy the website every Friday at noon"), "{request}");
     assert!(request.contains(&format!("https://matrix.to/#/{}/{fact}", w.room)), "cites by permalink: {request}");
     assert!(!request.contains("vault"), "another room leaked into the context: {request}");

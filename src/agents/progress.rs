@@ -156,7 +156,7 @@ pub async fn update(
 }
 
 async fn finish(ctx: &Context, id: &str, progress: Progress, text: String) -> Result<(), AgentError> {
-    progress.finish(text).await.map_err(AgentError::matrix("showing the final progress"))?;
+    progress.finish_paced(text).await.map_err(AgentError::matrix("showing the final progress"))?;
     ctx.store.agent_progress_finished(id).await?;
     Ok(())
 }
