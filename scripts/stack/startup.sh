@@ -140,7 +140,7 @@ render_configs() {
   render "$T/conclave-agent/conclave.toml.template" /dev/stdout SYNAPSE_PORT MATRIX_SERVER_NAME AGENT_PORT \
     AGENT_AS_TOKEN AGENT_HS_TOKEN CONCLAVE_AGENT_USER AGENT_DB_PASSWORD POSTGRES_PORT LLM_BASE_URL \
     DEFAULT_OLLAMA_MODEL EMBEDDING_BASE_URL EMBEDDING_MODEL PLANKA_PORT EXTERNAL_HOSTNAME AGENT_PLANKA_API_KEY \
-    CHROMA_PORT BROWSER_CDP_URL | write_private "$C/conclave-agent/conclave.toml"
+    CHROMA_PORT BROWSER_CDP_URL CONCLAVE_ROOT | write_private "$C/conclave-agent/conclave.toml"
   "$CONCLAVE_AGENT_BIN" --config "$C/conclave-agent/conclave.toml" registration \
     --out "$C/conclave-agent/registration.yaml" >/dev/null || return 1
   # The operator's copy: made once, then theirs to edit.

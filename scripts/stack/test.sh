@@ -129,8 +129,8 @@ no_secret_in_logs() {
       log "$name appears in: $(grep -rlF -- "$value" "$CONCLAVE_ROOT"/logs "$CONCLAVE_ROOT"/logs-startup-*.txt | tr '\n' ' ')"
       bad=1
     fi
-  done < <(grep -hE '^(export )?[A-Z_]+=' "$CONCLAVE_ROOT/config/generated-secrets.env" "$CONCLAVE_ROOT/config/agent-env.sh" 2>/dev/null |
-    sed 's/^export //')
+  done < <({ grep -hE '^[A-Z_]+=' "$CONCLAVE_ROOT/config/generated-secrets.env"
+    grep -hE '^export [A-Z_]*TOKEN[A-Z_]*=' "$CONCLAVE_ROOT/config/agent-env.sh"; } 2>/dev/null | sed 's/^export //')
   return $bad
 }
 
