@@ -152,7 +152,7 @@ async fn retry(store: &Store, jobs: &[IndexJob], error: &RagError) -> Result<(),
     // An outage is waited out however long it lasts; one message refused on its own time after
     // time is given up on, so it cannot sit in the queue forever.
     if let [job] = jobs
-        && !error.is_transient()
+        && error.is_refusal_of_input()
         && job.attempts + 1 >= MAX_REFUSALS
     {
         tracing::warn!(event_id = %job.event_id, error = %error, "giving up on indexing a message refused {MAX_REFUSALS} times");

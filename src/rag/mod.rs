@@ -33,6 +33,19 @@ impl RagError {
             Self::Chroma(e) => e.is_transient(),
         }
     }
+
+    /// A refusal of this input in particular (the server read it and said no: 400, 413, 422), as
+    /// opposed to a failure that would hit every request alike — an unreachable or overloaded server,
+    /// a wrong URL or model (404), a missing key (401, 403) — which is an outage to wait out.
+    pub fn is_refusal_of_input(&self) -> bool {
+        let status = match self {
+            Self::Embed(LlmError::Api { status, .. }) => Some(*status),
+            Self::Embed(_) => None,
+            Self::Chroma(ChromaError::InvalidArgument { status, .. }) => Some(*status),
+            Self::Chroma(_) => None,
+        };
+        matches!(status, Some(400 | 413 | 422))
+    }
 }
 
 /// The embedder and the vector store, as configured (`[llm] embedding_*`, `[chroma]`).
@@ -73,5 +86,36 @@ impl Rag {
         let vector = self.embedder.embed(&self.model, EmbedKind::Query, &self.prefixes, &[query]).await?;
         let vector = vector.into_iter().next().unwrap_or_default();
         Ok(self.chroma.query(&vector, n, scope).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_refusal_of_the_input_counts_against_a_message() {
+        let api = |status| RagError::Embed(LlmError::Api { url: "u".into(), status, message: "m".into() });
+        let chroma =
+            |status| RagError::Chroma(ChromaError::InvalidArgument { status, error: "e".into(), message: "m".into() });
+        let cases: &[(&str, RagError, bool)] = &[
+            ("text refused", api(400), true),
+            ("text too large", api(413), true),
+            ("unprocessable", api(422), true),
+            ("record refused by Chroma", chroma(400), true),
+            ("no /v1/embeddings there", api(404), false),
+            ("no key", api(401), false),
+            ("forbidden", api(403), false),
+            ("server error", api(500), false),
+            ("bad gateway", api(502), false),
+            ("rate limited", api(429), false),
+            ("unreachable", RagError::Embed(LlmError::Unreachable { url: "u".into(), reason: "r".into() }), false),
+            ("timeout", RagError::Embed(LlmError::Timeout { url: "u".into(), secs: 30 }), false),
+            ("unknown model", RagError::Embed(LlmError::ModelNotFound { model: "m".into(), url: "u".into() }), false),
+            ("no collection", RagError::Chroma(ChromaError::NotFound { error: "e".into(), message: "m".into() }), false),
+        ];
+        for (name, error, refusal) in cases {
+            assert_eq!(error.is_refusal_of_input(), *refusal, "{name}");
+        }
     }
 }
