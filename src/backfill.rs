@@ -8,7 +8,6 @@
 
 use crate::config::Config;
 use crate::context::Context;
-use crate::error_text::chain;
 use crate::store::{Backfill, BackfillPage, HistoryMessage, Store, StoreError, now_ms};
 use ruma::RoomId;
 use serde::Deserialize;
@@ -87,12 +86,12 @@ pub async fn step(ctx: &Context) -> Result<bool, StoreError> {
         Err(e) if e.is_transient() => {
             let delay = retry_delay(&backfill);
             tracing::warn!(room_id, delay_ms = delay, error = %e, "cannot read the room's history; will retry");
-            ctx.store.backfill_retry_at(room_id, now_ms() + delay, &chain(&e)).await?;
+            ctx.store.backfill_retry_at(room_id, now_ms() + delay, &e.public()).await?;
         }
         // Forbidden, or the room is gone: waiting will not help.
         Err(e) => {
             tracing::warn!(room_id, error = %e, "cannot read the room's history; backfill stopped");
-            ctx.store.backfill_stop(room_id, &chain(&e)).await?;
+            ctx.store.backfill_stop(room_id, &e.public()).await?;
         }
     }
     Ok(true)

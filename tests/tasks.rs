@@ -291,6 +291,7 @@ async fn planka_down_gets_a_clear_reply_and_the_agent_keeps_serving() {
     w.planka.set_down(true);
     let text = w.ask("!task Fix it").await;
     assert!(text.contains("Planka") && text.contains("unavailable"), "{text}");
+    assert!(!text.contains("127.0.0.1"), "an internal address in a reply: {text}");
     let text = w.ask("!ping").await;
     assert!(text.starts_with("pong"), "{text}");
     w.planka.set_down(false);

@@ -89,7 +89,7 @@ async fn answer_from_servers(
         LlmError::ModelNotFound { .. } => ctx.llm.models().await.ok(),
         _ => None,
     };
-    let text = strings::llm_failed(&e.to_string(), available.as_deref());
+    let text = strings::llm_failed(&e.public(), available.as_deref());
     // A run after a crash whose answer message exists already says it there, not in a second one.
     match job.result_event() {
         Some(earlier) => {
@@ -167,7 +167,7 @@ async fn stream_to_room(
         last.push_str(&strings::answer_cancelled());
     } else if let Some(e) = &failure {
         tracing::warn!(error = %e, "answer stream broke off");
-        last.push_str(&strings::answer_cut(&e.to_string()));
+        last.push_str(&strings::answer_cut(&e.public()));
     }
     last.push_str(&footer);
     let first = progress.finish(last).await?;

@@ -12,7 +12,7 @@ pub async fn model(ctx: &Context, ev: &OriginalRoomMessageEvent, name: Option<&s
     let default = ctx.config.llm.chat_model.as_str();
     let Some(name) = name else {
         let current = settings.model.as_deref().unwrap_or(default);
-        let available = ctx.llm.models().await.map_err(|e| e.to_string());
+        let available = ctx.llm.models().await.map_err(|e| e.public());
         return Ok(strings::models(current, available.as_deref().map_err(Clone::clone)));
     };
     if !ctx.access.is_admin(&ev.sender) {
@@ -31,7 +31,7 @@ pub async fn model(ctx: &Context, ev: &OriginalRoomMessageEvent, name: Option<&s
             Ok(strings::model_set(name))
         }
         Ok(models) => Ok(strings::unknown_model(name, &models)),
-        Err(e) => Ok(strings::cannot_check_model(&e.to_string())),
+        Err(e) => Ok(strings::cannot_check_model(&e.public())),
     }
 }
 

@@ -57,7 +57,7 @@ pub async fn run_all(ctx: &Context, ev: &OriginalRoomMessageEvent, query: &str) 
         Ok(joined) => joined,
         Err(e) => {
             tracing::warn!(error = %e, "cannot ask the homeserver which rooms the asker is in");
-            return Ok(strings::search_all_unreachable(&crate::error_text::chain(&e)));
+            return Ok(strings::search_all_unreachable(&e.public()));
         }
     };
     tracing::debug!(
@@ -78,7 +78,7 @@ pub async fn run_all(ctx: &Context, ev: &OriginalRoomMessageEvent, query: &str) 
 
 fn search_failed(e: &RagError) -> String {
     tracing::warn!(error = %e, "search failed");
-    strings::search_failed(&crate::error_text::chain(e))
+    strings::search_failed(&e.public())
 }
 
 /// The hits as shown; with `names`, each labelled with its room (its name if known, else its id).
@@ -188,7 +188,7 @@ async fn status(ctx: &Context, ev: &OriginalRoomMessageEvent) -> Result<String, 
     let room = ev.room_id.as_str();
     let stored = ctx.rag.chroma.count_in(&Scope::Room(room.to_owned())).await.map_err(|e| {
         tracing::warn!(error = %e, "cannot count the room's records");
-        crate::error_text::chain(&e)
+        e.public()
     });
     Ok(strings::index_status(&strings::IndexStatus {
         on: ctx.indexing_on(&ev.room_id).await?,

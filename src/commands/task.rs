@@ -67,7 +67,7 @@ pub async fn run(ctx: &Context, ev: &OriginalRoomMessageEvent, command: &Command
         Err(Failure::Refused(text)) => Reply { text, card: None },
         Err(Failure::Planka(e)) => {
             tracing::warn!(error = %e, "Planka call failed");
-            Reply { text: strings::planka_failed(&e.to_string()), card: None }
+            Reply { text: strings::planka_failed(&e.public()), card: None }
         }
         Err(Failure::Handle(e)) => return Err(e),
     };

@@ -36,6 +36,17 @@ pub enum LlmError {
 }
 
 impl LlmError {
+    /// What failed, in words for a chat room: no address, no server text (those go to the log).
+    pub fn public(&self) -> String {
+        match self {
+            Self::Unreachable { .. } => "the model server cannot be reached".into(),
+            Self::Timeout { secs, .. } => format!("the model server did not answer within {secs} s"),
+            Self::ModelNotFound { model, .. } => format!("the model `{model}` does not exist on the model server"),
+            Self::Api { status, .. } => format!("the model server answered with an error (HTTP {status})"),
+            Self::Broken { .. } => "the answer stream from the model server broke off".into(),
+        }
+    }
+
     /// Worth trying another server (the fallback) or later.
     pub fn is_transient(&self) -> bool {
         match self {
@@ -306,6 +317,23 @@ mod tests {
             let got: Vec<Delta> =
                 deltas_of(chunk(json), &mut ThinkFilter::default()).into_iter().map(Result::unwrap).collect();
             assert_eq!(&got, want, "{name}");
+        }
+    }
+
+    #[test]
+    fn public_words_carry_no_address_and_no_server_text() {
+        let (url, said) = ("http://10.1.2.3:11434/v1".to_owned(), "secret internal detail".to_owned());
+        let errors = [
+            LlmError::Unreachable { url: url.clone(), reason: said.clone() },
+            LlmError::Timeout { url: url.clone(), secs: 9 },
+            LlmError::ModelNotFound { model: "m".into(), url: url.clone() },
+            LlmError::Api { url: url.clone(), status: 500, message: said.clone() },
+            LlmError::Broken { url: url.clone(), reason: said.clone() },
+        ];
+        for e in errors {
+            let words = e.public();
+            assert!(!words.contains("10.1.2.3") && !words.contains(&said), "{words}");
+            assert!(e.to_string().contains("10.1.2.3"), "the log keeps the address: {e}");
         }
     }
 }

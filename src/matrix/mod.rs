@@ -60,6 +60,16 @@ impl MatrixError {
         }
     }
 
+    /// What failed, in words for a chat room: no address, no server text.
+    pub fn public(&self) -> String {
+        match self {
+            Self::Unreachable { .. } => "the homeserver cannot be reached".into(),
+            Self::Timeout(t) => format!("the homeserver did not answer within {} s", t.as_secs()),
+            Self::Api { status, errcode, .. } => format!("the homeserver refused ({status} {errcode})"),
+            Self::Build(_) | Self::Response(_) => "an internal error talking to the homeserver".into(),
+        }
+    }
+
     /// Worth trying again later (the homeserver is down or overloaded), as opposed to a refusal.
     pub fn is_transient(&self) -> bool {
         match self {

@@ -69,6 +69,23 @@ impl PlankaError {
         }
     }
 
+    /// What failed, in words for a chat room: no address, no text of Planka's (those go to the log).
+    pub fn public(&self) -> String {
+        match self {
+            Self::NotConfigured => "Planka is not configured".into(),
+            Self::Unreachable { .. } => "Planka cannot be reached".into(),
+            Self::Timeout(t) => format!("Planka did not answer within {} s", t.as_secs()),
+            Self::Unavailable { status, .. } => format!("Planka is unavailable right now (HTTP {status})"),
+            Self::Unauthorized { .. } => "Planka refused the agent's credentials".into(),
+            Self::Forbidden { .. } => "Planka does not allow the agent to do this".into(),
+            Self::NotFound { .. } => "Planka could not find it".into(),
+            Self::Invalid { .. } => "Planka rejected the request as invalid".into(),
+            Self::Rejected { status, .. } => format!("Planka refused the request (HTTP {status})"),
+            Self::Unsupported(_) => "this Planka server is not supported (the agent needs Planka v2)".into(),
+            Self::Response(_) | Self::Build(_) => "Planka gave an answer the agent does not understand".into(),
+        }
+    }
+
     /// Worth trying again later (Planka is down or overloaded), as opposed to a refusal.
     pub fn is_transient(&self) -> bool {
         matches!(self, Self::Unreachable { .. } | Self::Timeout(_) | Self::Unavailable { .. })
@@ -152,5 +169,20 @@ mod tests {
         assert!(!PlankaError::from_response(404, b"{}").is_transient());
         assert!(!PlankaError::Unsupported("v1".into()).is_transient());
         assert!(!PlankaError::NotConfigured.is_transient());
+    }
+
+    #[test]
+    fn public_words_carry_no_address_and_no_planka_text() {
+        let said = "E_INTERNAL at http://10.1.2.3:1337/api".to_owned();
+        let errors = [
+            PlankaError::Unreachable { url: "http://10.1.2.3:1337".into(), reason: said.clone() },
+            PlankaError::Unavailable { status: 503, code: "E".into(), message: said.clone() },
+            PlankaError::Invalid { status: 400, code: "E".into(), message: said.clone() },
+            PlankaError::Response(said.clone()),
+        ];
+        for e in errors {
+            let words = e.public();
+            assert!(!words.contains("10.1.2.3") && !words.contains("E_INTERNAL"), "{words}");
+        }
     }
 }

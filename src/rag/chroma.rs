@@ -45,6 +45,24 @@ pub enum ChromaError {
 }
 
 impl ChromaError {
+    /// What failed, in words for a chat room: no address, no text of Chroma's.
+    pub fn public(&self) -> String {
+        match self {
+            Self::Unreachable { .. } => "the vector store (Chroma) cannot be reached".into(),
+            Self::Timeout(t) => format!("the vector store (Chroma) did not answer within {} s", t.as_secs()),
+            Self::WrongDistance { .. } => {
+                "the vector store's collection is set up wrongly (see the agent's log)".into()
+            }
+            Self::InvalidArgument { status, .. } | Self::Api { status, .. } => {
+                format!("the vector store (Chroma) refused the request (HTTP {status})")
+            }
+            Self::NotFound { .. } => "the vector store (Chroma) has no such collection".into(),
+            Self::Response(_) | Self::Build(_) => {
+                "the vector store (Chroma) gave an answer the agent does not understand".into()
+            }
+        }
+    }
+
     /// Worth trying again later (Chroma is down, restarting or overloaded), as opposed to a refusal.
     pub fn is_transient(&self) -> bool {
         match self {

@@ -34,6 +34,14 @@ impl RagError {
         }
     }
 
+    /// What failed, in words for a chat room.
+    pub fn public(&self) -> String {
+        match self {
+            Self::Embed(e) => e.public().replace("the model server", "the embeddings server"),
+            Self::Chroma(e) => e.public(),
+        }
+    }
+
     /// A refusal of this input in particular (the server read it and said no: 400, 413, 422), as
     /// opposed to a failure that would hit every request alike — an unreachable or overloaded server,
     /// a wrong URL or model (404), a missing key (401, 403) — which is an outage to wait out.
@@ -112,7 +120,11 @@ mod tests {
             ("unreachable", RagError::Embed(LlmError::Unreachable { url: "u".into(), reason: "r".into() }), false),
             ("timeout", RagError::Embed(LlmError::Timeout { url: "u".into(), secs: 30 }), false),
             ("unknown model", RagError::Embed(LlmError::ModelNotFound { model: "m".into(), url: "u".into() }), false),
-            ("no collection", RagError::Chroma(ChromaError::NotFound { error: "e".into(), message: "m".into() }), false),
+            (
+                "no collection",
+                RagError::Chroma(ChromaError::NotFound { error: "e".into(), message: "m".into() }),
+                false,
+            ),
         ];
         for (name, error, refusal) in cases {
             assert_eq!(error.is_refusal_of_input(), *refusal, "{name}");
