@@ -60,7 +60,7 @@ pub async fn handle(ctx: &Context, item: &InboxItem) -> Result<Outcome, HandleEr
             encrypted(ctx, &ev).await.map(|()| Outcome::acted([]))
         }
         AnyTimelineEvent::MessageLike(AnyMessageLikeEvent::RoomRedaction(RoomRedactionEvent::Original(ev))) => {
-            Ok(redaction(&ev))
+            redaction(ctx, &ev).await
         }
         _ => Ok(Outcome::default()),
     }
@@ -141,7 +141,13 @@ async fn message(ctx: &Context, ev: &OriginalRoomMessageEvent, raw: &str) -> Res
             && syntax::parse(&new.body).is_none()
             && let Some(original) = edited(ctx, ev, &edit.event_id).await?
         {
-            return Ok(Outcome::quiet(index(ctx, &original, &new.body).await?));
+            let remembered = Write::Edit {
+                edit: ev.event_id.to_string(),
+                original: original.event_id.to_string(),
+                room_id: ev.room_id.to_string(),
+            };
+            let indexed = index(ctx, &original, &new.body).await?;
+            return Ok(Outcome::quiet(indexed.into_iter().chain([remembered])));
         }
         return Ok(Outcome::default());
     }
@@ -240,12 +246,35 @@ async fn edited(
 }
 
 /// A redacted message must stop being findable (its record is deleted), and work it asked for
-/// stops (its job, if any, is cancelled).
-fn redaction(ev: &OriginalRoomRedactionEvent) -> Outcome {
+/// stops (its job, if any, is cancelled). A redacted edit no longer counts: its original's record
+/// goes back to what the message shows now (the latest edit left, else its own text).
+async fn redaction(ctx: &Context, ev: &OriginalRoomRedactionEvent) -> Result<Outcome, HandleError> {
     // Room versions 11+ name the redacted event in the content, older ones beside it.
-    let Some(redacts) = ev.content.redacts.as_ref().or(ev.redacts.as_ref()) else { return Outcome::default() };
+    let Some(redacts) = ev.content.redacts.as_ref().or(ev.redacts.as_ref()) else { return Ok(Outcome::default()) };
     let cancel = Write::Cancel { target: CancelTarget::Trigger(redacts.to_string()), by: ev.sender.to_string() };
-    Outcome::acted([IndexWrite::delete(redacts.as_str(), ev.room_id.as_str()).into(), cancel])
+    let mut writes = vec![IndexWrite::delete(redacts.as_str(), ev.room_id.as_str()).into(), cancel];
+    if let Some(original) = ctx.store.edit_original(redacts.as_str()).await? {
+        writes.extend(reindexed(ctx, &ev.room_id, &original).await?);
+    }
+    Ok(Outcome::acted(writes))
+}
+
+/// The record of `original` as the homeserver shows the message now; nothing when it is gone or
+/// redacted itself.
+async fn reindexed(ctx: &Context, room: &RoomId, original: &str) -> Result<Option<Write>, HandleError> {
+    let Ok(original) = EventId::parse(original) else { return Ok(None) };
+    let raw = match ctx.matrix.event(ctx.namespace.sender(), room, &original).await {
+        Ok(raw) => raw,
+        Err(e) if !e.is_transient() => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let is_ours = |sender: &str| UserId::parse(sender).is_ok_and(|u| ctx.namespace.is_ours(&u));
+    let Some(message) = crate::backfill::history_message(raw.json().get(), is_ours) else { return Ok(None) };
+    if !ctx.indexing_on(room).await? {
+        return Ok(None);
+    }
+    let m = message;
+    Ok(Some(IndexWrite::upsert(&m.event_id, room.as_str(), &m.sender, m.ts, m.thread_id.as_deref(), &m.body).into()))
 }
 
 /// One notice per room that encrypted messages cannot be read yet — not one per message.

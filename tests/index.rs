@@ -167,6 +167,27 @@ async fn an_edit_reindexes_and_a_redaction_removes() {
 }
 
 #[tokio::test]
+async fn redacting_an_edit_leaves_only_the_text_before_it_searchable() {
+    let w = World::start(chroma().config("edit_redacted")).await;
+    let id = w.alice.send_text(&w.room, "The budget is ten thousand.").await;
+    w.wait_stored(&id, "the message", |r| r.document.contains("ten thousand")).await;
+    let first = edit(&w.alice, &w.room, &id, "The budget is twenty thousand.").await;
+    w.wait_stored(&id, "the first edit", |r| r.document.contains("twenty")).await;
+    let second = edit(&w.alice, &w.room, &id, "The budget is a secret number.").await;
+    w.wait_stored(&id, "the second edit", |r| r.document.contains("secret number")).await;
+
+    // The latest edit is redacted: the one before it is what the message says now.
+    w.alice.redact(&w.room, &second).await;
+    w.wait_stored(&id, "the text before the redacted edit", |r| r.document.contains("twenty")).await;
+    // And with that one gone too, the original text.
+    w.alice.redact(&w.room, &first).await;
+    let stored = w.wait_stored(&id, "the original text", |r| r.document.contains("ten thousand")).await;
+    assert!(!stored.document.contains("secret"), "{stored:?}");
+    let body = w.search(&w.room, "what is the budget?").await;
+    assert!(!body.contains("secret number"), "{body}");
+}
+
+#[tokio::test]
 async fn messages_sent_while_chroma_is_down_are_indexed_after_it_returns() {
     let mut server = ChromaInstance::start();
     let w = World::start(config_for(&server.url, "outage")).await;

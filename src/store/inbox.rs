@@ -101,6 +101,9 @@ impl Store {
         for write in writes {
             match write {
                 Write::Index(write) => index::apply_write(&mut tx, write).await?,
+                Write::Edit { edit, original, room_id } => {
+                    index::remember_edit(&mut tx, edit, original, room_id).await?
+                }
                 Write::Job(job) => jobs::insert(&mut tx, job).await?,
                 Write::Cancel { target, by } => jobs::request_cancel(&mut tx, target, by).await?,
             }

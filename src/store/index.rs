@@ -61,6 +61,36 @@ impl IndexWrite {
     }
 }
 
+/// Remembers, inside the caller's transaction, that `edit` replaced `original`'s text.
+pub(super) async fn remember_edit(
+    conn: &mut AnyConnection,
+    edit: &str,
+    original: &str,
+    room_id: &str,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO index_edits (edit_event_id, original_event_id, room_id, edited_at) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (edit_event_id) DO NOTHING",
+    )
+    .bind(edit)
+    .bind(original)
+    .bind(room_id)
+    .bind(now_ms())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+impl Store {
+    /// The message `edit` replaced the text of, if it is an indexed edit.
+    pub async fn edit_original(&self, edit: &str) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT original_event_id FROM index_edits WHERE edit_event_id = $1")
+            .bind(edit)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+}
+
 /// Applies `write` inside the caller's transaction.
 pub(super) async fn apply_write(conn: &mut AnyConnection, write: &IndexWrite) -> Result<(), StoreError> {
     match write {

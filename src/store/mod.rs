@@ -73,8 +73,17 @@ pub enum StoreError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Write {
     Index(IndexWrite),
+    /// `edit` replaced the text of `original` (remembered for when the edit is redacted).
+    Edit {
+        edit: String,
+        original: String,
+        room_id: String,
+    },
     Job(NewJob),
-    Cancel { target: CancelTarget, by: String },
+    Cancel {
+        target: CancelTarget,
+        by: String,
+    },
 }
 
 impl From<IndexWrite> for Write {
