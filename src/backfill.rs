@@ -68,10 +68,20 @@ pub async fn step(ctx: &Context) -> Result<bool, StoreError> {
     match ctx.matrix.messages(ctx.namespace.sender(), room, backfill.next_token.as_deref(), limit as u32).await {
         Ok((events, end)) => {
             let is_ours = |user: &str| <&ruma::UserId>::try_from(user).is_ok_and(|u| ctx.namespace.is_ours(u));
-            let messages: Vec<HistoryMessage> =
-                events.iter().filter_map(|raw| history_message(raw.json().get(), is_ours)).collect();
-            let events = events.len() as i64;
-            let done = events == 0 || end.is_none() || backfill.fetched + events >= backfill.max_events;
+            let since = backfill.until_ts.unwrap_or(i64::MIN);
+            let messages: Vec<HistoryMessage> = events
+                .iter()
+                .filter_map(|raw| history_message(raw.json().get(), is_ours))
+                .filter(|m| m.ts >= since)
+                .collect();
+            // Pages run newest first: one that reaches before `until_ts` is the last one needed.
+            let before = events.iter().filter(|raw| event_ts(raw.json().get()).is_some_and(|ts| ts < since)).count();
+            let reached_the_start = before > 0;
+            let events = (events.len() - before) as i64;
+            let done = events + before as i64 == 0
+                || end.is_none()
+                || reached_the_start
+                || backfill.fetched + events >= backfill.max_events;
             let page = BackfillPage { messages: &messages, events, next_token: end.as_deref(), done };
             ctx.store.backfill_page(room_id, &page).await?;
             if done {
@@ -144,6 +154,15 @@ struct HistoryEvent {
 /// people (not our own users), not commands, not edits — an original carries its latest edit
 /// (the homeserver bundles it), whose text is indexed instead. Redacted events have no body and
 /// are skipped.
+/// An event's `origin_server_ts`.
+fn event_ts(json: &str) -> Option<i64> {
+    #[derive(serde::Deserialize)]
+    struct Ts {
+        origin_server_ts: i64,
+    }
+    serde_json::from_str::<Ts>(json).ok().map(|t| t.origin_server_ts)
+}
+
 pub fn history_message(json: &str, is_ours: impl Fn(&str) -> bool) -> Option<HistoryMessage> {
     let ev: HistoryEvent = serde_json::from_str(json).ok()?;
     if ev.kind != "m.room.message" || is_ours(&ev.sender) {

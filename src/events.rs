@@ -101,8 +101,8 @@ async fn membership(ctx: &Context, ev: &OriginalRoomMemberEvent) -> Result<(), H
         }
         MembershipState::Join if is_sender => joined(ctx, room).await?,
         MembershipState::Leave | MembershipState::Ban if is_sender => {
-            tracing::info!(by = %ev.sender, "left the room; forgetting its state");
-            ctx.store.room_forget(room.as_str()).await?;
+            tracing::info!(by = %ev.sender, "left the room; its settings are kept for a return");
+            ctx.store.room_left(room.as_str(), i64::from(ev.origin_server_ts.get())).await?;
         }
         _ => {}
     }
@@ -112,12 +112,22 @@ async fn membership(ctx: &Context, ev: &OriginalRoomMemberEvent) -> Result<(), H
 /// The agent is in `room`: remember it, and read its earlier history into the index (once: the
 /// join is seen both when accepting the invite and as the membership event).
 async fn joined(ctx: &Context, room: &RoomId) -> Result<(), StoreError> {
+    // Back after leaving: only the history since then is new.
+    let left_at = ctx.store.room_left_at(room.as_str()).await?;
     ctx.store.room_set_joined(room.as_str(), true).await?;
     let chroma = &ctx.config.chroma;
     if chroma.backfill_on_join && ctx.indexing_on(room).await? {
         let limit = i64::try_from(chroma.backfill_limit).unwrap_or(i64::MAX);
-        if ctx.store.backfill_start(room.as_str(), limit, false).await? {
-            tracing::info!(limit, "reading the room's history into the index");
+        match left_at {
+            Some(left_at) if ctx.store.backfill(room.as_str()).await?.is_some() => {
+                tracing::info!(limit, left_at, "back in the room: reading the history since the agent left");
+                ctx.store.backfill_since(room.as_str(), limit, left_at).await?;
+            }
+            _ => {
+                if ctx.store.backfill_start(room.as_str(), limit, false).await? {
+                    tracing::info!(limit, "reading the room's history into the index");
+                }
+            }
         }
     }
     Ok(())

@@ -5,7 +5,7 @@ mod common;
 
 use common::agent::{Agent, Options};
 use common::chroma::{ChromaInstance, chroma, config_for};
-use common::client::User;
+use common::client::{User, enc};
 use common::embedder::{MODEL, embedder};
 use common::fake_llm::FakeLlm;
 use common::proxy::{Mode, Proxy};
@@ -185,6 +185,44 @@ async fn redacting_an_edit_leaves_only_the_text_before_it_searchable() {
     assert!(!stored.document.contains("secret"), "{stored:?}");
     let body = w.search(&w.room, "what is the budget?").await;
     assert!(!body.contains("secret number"), "{body}");
+}
+
+/// "… finished; N events read …" of `!index status`.
+fn events_read(status: &str) -> u64 {
+    let before = status.split(" events read").next().unwrap();
+    before.rsplit(' ').next().unwrap().parse().unwrap_or_else(|_| panic!("no count in {status}"))
+}
+
+#[tokio::test]
+async fn a_kicked_and_reinvited_agent_keeps_the_rooms_settings_and_reads_only_what_it_missed() {
+    let admins = "[access]\nadmins = [\"@alice*\"]";
+    let w = World::start_with(chroma().config("rejoin"), &embedder().base_url, "", admins).await;
+    let mut old = Vec::new();
+    for i in 0..20 {
+        old.push(w.alice.send_text(&w.room, &format!("old message {i}")).await);
+    }
+    w.wait_stored(old.last().unwrap(), "the old messages", |_| true).await;
+    assert!(w.command(&w.alice, &w.room, "!prompt Answer like a pirate.").await.contains("instructions"));
+
+    let kick = json!({"user_id": w.agent.user_id(), "reason": "test"});
+    w.alice.request(reqwest::Method::POST, &format!("/rooms/{}/kick", enc(&w.room)), Some(kick)).await;
+    w.alice.wait_membership(&w.room, &w.agent.user_id(), "leave").await;
+    let missed = w.alice.send_text(&w.room, "said while the agent was away").await;
+    w.alice.invite(&w.room, &w.agent.user_id()).await;
+    w.alice.wait_membership(&w.room, &w.agent.user_id(), "join").await;
+
+    // What it missed is read in; what it had read before is not read again.
+    w.wait_stored(&missed, "the message sent while the agent was away", |_| true).await;
+    let status = wait_for("the catch-up read", Duration::from_secs(60), || async {
+        let status = w.command(&w.alice, &w.room, "!index status").await;
+        status.contains("earlier history: finished").then_some(status)
+    })
+    .await;
+    // The kick, the message, the invite and the join: not the 20 old messages again.
+    assert!(events_read(&status) <= 8, "read {} events: {status}", events_read(&status));
+    // The room's settings survived the kick.
+    let prompt = w.command(&w.alice, &w.room, "!prompt").await;
+    assert!(prompt.contains("pirate"), "{prompt}");
 }
 
 #[tokio::test]

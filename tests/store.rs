@@ -86,9 +86,14 @@ async fn contract(store: Store) {
     store.mark_encrypted_notice_sent("!a").await.unwrap();
     assert!(store.encrypted_notice_sent("!a").await.unwrap());
     assert!(store.room_is_joined("!a").await.unwrap(), "the notice flag keeps membership");
-    store.room_forget("!a").await.unwrap();
-    assert!(!store.encrypted_notice_sent("!a").await.unwrap());
+    // Leaving keeps what the room set up (its notice flag, settings) and says when it happened.
+    store.room_left("!a", now_ms()).await.unwrap();
+    assert!(store.encrypted_notice_sent("!a").await.unwrap());
     assert!(store.joined_rooms().await.unwrap().is_empty());
+    assert!(store.room_left_at("!a").await.unwrap().is_some_and(|t| t <= now_ms()));
+    store.room_set_joined("!a", true).await.unwrap();
+    assert_eq!(store.room_left_at("!a").await.unwrap(), None, "back: left_at cleared");
+    store.room_left("!a", now_ms()).await.unwrap();
 
     // Room settings survive next to membership, and reset.
     use conclave_agent::store::{RoomSettings, today};
@@ -193,6 +198,8 @@ async fn unreachable_postgres_is_a_clear_error() {
 /// Room ↔ board bindings and the card memory, on either database.
 async fn tasks_contract(store: Store) {
     assert_eq!(store.board_binding("!a").await.unwrap(), None);
+    store.room_set_joined("!a", true).await.unwrap();
+    store.room_set_joined("!b", true).await.unwrap();
     store.bind_board("!a", "b1", "l1", "@admin:x").await.unwrap();
     store.bind_board("!b", "b1", "l9", "@admin:x").await.unwrap();
     store.bind_board("!a", "b1", "l2", "@admin:x").await.unwrap();
@@ -222,9 +229,11 @@ async fn tasks_contract(store: Store) {
     assert_eq!(store.card_of_message("!a", "$r2").await.unwrap().as_deref(), Some("c1"));
     assert_eq!(store.card_of_message("!b", "$r2").await.unwrap(), None);
 
-    // Leaving a room unbinds it.
-    store.room_forget("!a").await.unwrap();
-    assert_eq!(store.board_binding("!a").await.unwrap(), None);
+    // Leaving a room keeps its binding for a return, but its board's changes reach only rooms the
+    // agent is in.
+    assert_eq!(store.rooms_bound_to("b1").await.unwrap(), ["!a", "!b"]);
+    store.room_left("!a", now_ms()).await.unwrap();
+    assert!(store.board_binding("!a").await.unwrap().is_some());
     assert_eq!(store.rooms_bound_to("b1").await.unwrap(), ["!b"]);
     store.close().await;
 }
@@ -344,14 +353,22 @@ async fn backfill_contract(store: Store) {
     assert_eq!((b.fetched, b.done, b.attempts, b.error), (107, true, 0, None));
     assert!(store.backfill_due().await.unwrap().is_none(), "a finished backfill is not due");
 
-    // `!index backfill` starts over from the newest event; leaving the room forgets it.
+    // `!index backfill` starts over from the newest event; leaving the room stops it, and a
+    // re-join reads back only to when the agent left.
     assert!(store.backfill_start("!r", 50, true).await.unwrap());
     let b = store.backfill_due().await.unwrap().unwrap();
     assert_eq!((b.next_token, b.max_events, b.fetched, b.done), (None, 50, 0, false));
     store.backfill_stop("!r", "forbidden").await.unwrap();
     assert_eq!(store.backfill("!r").await.unwrap().unwrap().error.as_deref(), Some("forbidden"));
-    store.room_forget("!r").await.unwrap();
-    assert!(store.backfill("!r").await.unwrap().is_none());
+    assert!(store.backfill_start("!r", 50, true).await.unwrap());
+    store.room_left("!r", now_ms()).await.unwrap();
+    assert!(store.backfill("!r").await.unwrap().unwrap().done, "stopped");
+    let left = store.room_left_at("!r").await.unwrap().unwrap();
+    store.backfill_since("!r", 50, left).await.unwrap();
+    let b = store.backfill_due().await.unwrap().unwrap();
+    assert_eq!((b.until_ts, b.fetched, b.done), (Some(left), 0, false));
+    assert!(store.backfill_start("!r", 50, true).await.unwrap());
+    assert_eq!(store.backfill("!r").await.unwrap().unwrap().until_ts, None, "an explicit backfill reads it all");
 }
 
 #[tokio::test]

@@ -20,6 +20,8 @@ pub struct Backfill {
     /// Why it stopped early, if it did.
     pub error: Option<String>,
     pub attempts: i64,
+    /// Only events from this time on (Unix ms): a re-join reads what it missed, not all again.
+    pub until_ts: Option<i64>,
 }
 
 /// A message read from history, to be indexed.
@@ -43,12 +45,14 @@ pub struct BackfillPage<'a> {
     pub done: bool,
 }
 
-type BackfillRow = (String, Option<String>, i64, i64, i64, i64, Option<String>, i64);
+type BackfillRow = (String, Option<String>, i64, i64, i64, i64, Option<String>, i64, Option<i64>);
 
-const COLUMNS: &str = "room_id, next_token, max_events, fetched, queued, done, error, attempts";
+const COLUMNS: &str = "room_id, next_token, max_events, fetched, queued, done, error, attempts, until_ts";
 
-fn backfill((room_id, next_token, max_events, fetched, queued, done, error, attempts): BackfillRow) -> Backfill {
-    Backfill { room_id, next_token, max_events, fetched, queued, done: done != 0, error, attempts }
+fn backfill(
+    (room_id, next_token, max_events, fetched, queued, done, error, attempts, until_ts): BackfillRow,
+) -> Backfill {
+    Backfill { room_id, next_token, max_events, fetched, queued, done: done != 0, error, attempts, until_ts }
 }
 
 impl Store {
@@ -58,7 +62,7 @@ impl Store {
     pub async fn backfill_start(&self, room_id: &str, max_events: i64, restart: bool) -> Result<bool, StoreError> {
         let on_conflict = if restart {
             "DO UPDATE SET next_token = NULL, max_events = excluded.max_events, fetched = 0, queued = 0, done = 0, \
-             error = NULL, attempts = 0, not_before = 0, updated_at = excluded.updated_at"
+             error = NULL, attempts = 0, not_before = 0, until_ts = NULL, updated_at = excluded.updated_at"
         } else {
             "DO NOTHING"
         };
@@ -72,6 +76,24 @@ impl Store {
             .execute(&self.pool)
             .await?;
         Ok(result.rows_affected() > 0)
+    }
+
+    /// Reads `room_id`'s history again from the newest event back to `until_ts` (the events the
+    /// agent missed while it was out of the room), whatever was read before.
+    pub async fn backfill_since(&self, room_id: &str, max_events: i64, until_ts: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO backfills (room_id, max_events, until_ts, updated_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (room_id) DO UPDATE SET next_token = NULL, max_events = excluded.max_events, fetched = 0, \
+             queued = 0, done = 0, error = NULL, attempts = 0, not_before = 0, until_ts = excluded.until_ts, \
+             updated_at = excluded.updated_at",
+        )
+        .bind(room_id)
+        .bind(max_events)
+        .bind(until_ts)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     /// The backfill of one room, running or finished.

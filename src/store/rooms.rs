@@ -1,13 +1,15 @@
-//! Per-room state: membership of the agent, the one encrypted-room notice, settings.
+//! Per-room state: membership of the agent (kept across leaving and coming back), the one
+//! encrypted-room notice, settings.
 
 use super::{Store, StoreError, now_ms};
 
 impl Store {
-    /// Records that the agent is (or is no longer) joined to the room.
+    /// Records that the agent is (or is no longer) joined to the room; joining clears `left_at`.
     pub async fn room_set_joined(&self, room_id: &str, joined: bool) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO rooms (room_id, joined, updated_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (room_id) DO UPDATE SET joined = excluded.joined, updated_at = excluded.updated_at",
+             ON CONFLICT (room_id) DO UPDATE SET joined = excluded.joined, updated_at = excluded.updated_at, \
+             left_at = CASE WHEN excluded.joined = 1 THEN NULL ELSE rooms.left_at END",
         )
         .bind(room_id)
         .bind(i64::from(joined))
@@ -17,15 +19,35 @@ impl Store {
         Ok(())
     }
 
-    /// Drops everything known about a room the agent left or was removed from.
-    pub async fn room_forget(&self, room_id: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM rooms WHERE room_id = $1").bind(room_id).execute(&self.pool).await?;
-        self.settings.lock().expect("not poisoned").remove(room_id);
-        // A room the agent left hears nothing more from Planka.
-        sqlx::query("DELETE FROM board_bindings WHERE room_id = $1").bind(room_id).execute(&self.pool).await?;
-        // Nor is its history read any further.
-        sqlx::query("DELETE FROM backfills WHERE room_id = $1").bind(room_id).execute(&self.pool).await?;
+    /// The agent left or was removed from the room at `at_ms` (the leave event's time): it is no
+    /// longer joined, and a backfill still reading its history stops. Its settings, board binding
+    /// and history checkpoint are kept for when it is back.
+    pub async fn room_left(&self, room_id: &str, at_ms: i64) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO rooms (room_id, joined, left_at, updated_at) VALUES ($1, 0, $2, $2) \
+             ON CONFLICT (room_id) DO UPDATE SET joined = 0, left_at = excluded.left_at, updated_at = excluded.updated_at",
+        )
+        .bind(room_id)
+        .bind(at_ms)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE backfills SET done = 1, updated_at = $1 WHERE room_id = $2 AND done = 0")
+            .bind(now_ms())
+            .bind(room_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
         Ok(())
+    }
+
+    /// When the agent last left the room, if it did since it last joined.
+    pub async fn room_left_at(&self, room_id: &str) -> Result<Option<i64>, StoreError> {
+        let v: Option<Option<i64>> = sqlx::query_scalar("SELECT left_at FROM rooms WHERE room_id = $1")
+            .bind(room_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(v.flatten())
     }
 
     pub async fn room_is_joined(&self, room_id: &str) -> Result<bool, StoreError> {

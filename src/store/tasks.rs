@@ -60,10 +60,14 @@ impl Store {
 
     /// The rooms that hear about changes on `board_id`.
     pub async fn rooms_bound_to(&self, board_id: &str) -> Result<Vec<String>, StoreError> {
-        Ok(sqlx::query_scalar("SELECT room_id FROM board_bindings WHERE board_id = $1 ORDER BY room_id")
-            .bind(board_id)
-            .fetch_all(&self.pool)
-            .await?)
+        // Only rooms the agent is in: a room it left keeps its binding for when it is back.
+        Ok(sqlx::query_scalar(
+            "SELECT b.room_id FROM board_bindings b JOIN rooms r ON r.room_id = b.room_id \
+             WHERE b.board_id = $1 AND r.joined = 1 ORDER BY b.room_id",
+        )
+        .bind(board_id)
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     /// The room's reference for `card_id`, given the next free one if the room has none yet.
@@ -123,12 +127,13 @@ impl Store {
     /// is its reply.
     pub async fn remember_card_message(&self, room_id: &str, event_id: &str, card_id: &str) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO task_messages (room_id, event_id, card_id) VALUES ($1, $2, $3) \
+            "INSERT INTO task_messages (room_id, event_id, card_id, created_at) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (room_id, event_id) DO NOTHING",
         )
         .bind(room_id)
         .bind(event_id)
         .bind(card_id)
+        .bind(now_ms())
         .execute(&self.pool)
         .await?;
         sqlx::query(
