@@ -311,21 +311,6 @@ async fn the_guarded_fetcher_follows_the_same_rules() {
     assert_secret_untouched(web);
 }
 
-#[tokio::test]
-#[ignore = "timing probe"]
-async fn timing_probe() {
-    let web = Web::get();
-    let b = browser(web);
-    let t = Instant::now();
-    b.probe().await.unwrap();
-    eprintln!("launch {:?}", t.elapsed());
-    for path in ["/", "/page/1", "/hostile/img"] {
-        let t = Instant::now();
-        b.browse(&web.url(path), never()).await.unwrap();
-        eprintln!("{path} {:?}", t.elapsed());
-    }
-}
-
 /// N.eko's case: a Chromium someone else runs, with a person's tab open in it. The agent browses
 /// in contexts of its own behind the same guard, never attaches to the person's tab, and leaves
 /// the browser running when it goes.

@@ -8,7 +8,8 @@ use common::embedder::{DIMS, embedder};
 use conclave_agent::rag::{ChromaClient, ChromaError, Record, RecordMeta, Scope};
 use std::time::Duration;
 
-const TIMEOUT: Duration = Duration::from_secs(10);
+/// Generous: on a busy 2-core machine a Chroma call can take seconds.
+const TIMEOUT: Duration = Duration::from_secs(30);
 
 fn client(name: &str) -> ChromaClient {
     ChromaClient::new(&chroma().config(name), TIMEOUT).unwrap()
