@@ -31,6 +31,8 @@ pub struct Config {
     #[serde(default)]
     pub jobs: Jobs,
     #[serde(default)]
+    pub retention: Retention,
+    #[serde(default)]
     pub llm: Llm,
     #[serde(default)]
     pub planka: Planka,
@@ -142,6 +144,37 @@ impl Default for Dispatch {
     }
 }
 
+/// `[retention]`: how long the agent's own bookkeeping is kept, in days (pruned hourly). Room
+/// history and the search index are not bookkeeping: they live as long as the rooms.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Retention {
+    /// Finished jobs. Default 7.
+    pub jobs_days: u64,
+    /// Events set aside after failing too often (with their full JSON). Default 30.
+    pub dead_letters_days: u64,
+    /// The index's notes: redacted ids, given-up messages, which edit replaced what. Default 90.
+    pub index_notes_days: u64,
+    /// The agent's messages about cards (so a reply to one can leave the card out). Default 180.
+    pub task_messages_days: u64,
+    /// Token use per day (`!usage` looks back 30 days). Default 400.
+    pub usage_days: u64,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self { jobs_days: 7, dead_letters_days: 30, index_notes_days: 90, task_messages_days: 180, usage_days: 400 }
+    }
+}
+
+impl Retention {
+    /// `days` before now, in Unix ms.
+    pub fn cutoff_ms(days: u64) -> i64 {
+        let span = i64::try_from(days).unwrap_or(i64::MAX / 2).saturating_mul(86_400_000);
+        crate::store::now_ms().saturating_sub(span)
+    }
+}
+
 /// `[jobs]`: slow work (answers, Planka, search, browsing …) waits in a durable queue, off the rooms'
 /// lanes.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -153,13 +186,11 @@ pub struct Jobs {
     pub max_queued_per_user: usize,
     /// Quick backend jobs (Planka, search, model list) run at once. Default 4.
     pub max_running_backend: usize,
-    /// Finished jobs are forgotten after this many days. Default 7.
-    pub keep_days: u64,
 }
 
 impl Default for Jobs {
     fn default() -> Self {
-        Self { max_queued_per_room: 20, max_queued_per_user: 5, max_running_backend: 4, keep_days: 7 }
+        Self { max_queued_per_room: 20, max_queued_per_user: 5, max_running_backend: 4 }
     }
 }
 

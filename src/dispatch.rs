@@ -11,9 +11,10 @@
 //! when a later one fails. A batch whose head was tried before goes carefully — every event counted
 //! and committed on its own — so a poison event becomes the head and is counted too.
 
+use crate::config::Retention;
 use crate::context::Context;
 use crate::events;
-use crate::store::{InboxItem, Write, now_ms};
+use crate::store::{Cutoffs, InboxItem, Write, now_ms, today};
 use futures_util::FutureExt;
 use std::collections::{HashMap, HashSet};
 use std::panic::AssertUnwindSafe;
@@ -89,18 +90,28 @@ pub async fn run(ctx: Arc<Context>, signal: Arc<Notify>, mut shutdown: watch::Re
     }
 }
 
-/// The hourly clean-up of what only grows.
+/// The hourly clean-up of what only grows (`[retention]`; seen transactions after 30 days).
 async fn prune(ctx: &Context) {
     match ctx.store.prune_seen_txns(now_ms() - SEEN_TXN_TTL_MS).await {
         Ok(n) if n > 0 => tracing::info!(pruned = n, "forgot old transaction ids"),
         Ok(_) => {}
         Err(e) => tracing::warn!(error = %e, "cannot prune old transaction ids"),
     }
-    let keep_ms = i64::try_from(ctx.config.jobs.keep_days).unwrap_or(i64::MAX / 2).saturating_mul(86_400_000);
-    match ctx.store.jobs_prune(now_ms().saturating_sub(keep_ms)).await {
-        Ok(n) if n > 0 => tracing::info!(pruned = n, "forgot finished jobs"),
-        Ok(_) => {}
-        Err(e) => tracing::warn!(error = %e, "cannot prune finished jobs"),
+    let r = &ctx.config.retention;
+    let cutoffs = Cutoffs {
+        jobs_ms: Retention::cutoff_ms(r.jobs_days),
+        dead_letters_ms: Retention::cutoff_ms(r.dead_letters_days),
+        index_notes_ms: Retention::cutoff_ms(r.index_notes_days),
+        task_messages_ms: Retention::cutoff_ms(r.task_messages_days),
+        usage_day: today() - i64::try_from(r.usage_days).unwrap_or(i64::MAX / 2),
+    };
+    match ctx.store.prune(&cutoffs).await {
+        Ok(removed) => {
+            for (table, n) in removed.into_iter().filter(|(_, n)| *n > 0) {
+                tracing::info!(table, pruned = n, "forgot old bookkeeping");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot prune old bookkeeping"),
     }
 }
 

@@ -485,3 +485,51 @@ async fn sqlite_jobs_contract() {
 async fn postgres_jobs_contract() {
     jobs_contract(Store::connect(&postgres().fresh_database().await).await.unwrap()).await;
 }
+
+/// The hourly clean-up removes the bookkeeping older than its cutoffs, and nothing newer.
+async fn prune_contract(store: Store) {
+    use conclave_agent::store::{Cutoffs, Write, today};
+    // One row in each pruned table.
+    assert!(store.ingest("p1", vec![ev("!p", "$dead", "{}")]).await.unwrap());
+    let dead = claim_all(&store, &[]).await;
+    store.inbox_dead_letter(dead[0].seq, "boom").await.unwrap();
+    let edit = Write::Edit { edit: "$edit".into(), original: "$orig".into(), room_id: "!p".into() };
+    store.inbox_done(&[], &[edit, IndexWrite::delete("$gone", "!p").into()]).await.unwrap();
+    store.index_write(&[IndexWrite::upsert("$bad", "!p", "@u:s", 1, None, "refused")]).await.unwrap();
+    let job = store.index_due(10).await.unwrap().into_iter().find(|j| j.event_id == "$bad").unwrap();
+    store.index_fail(&job, "refused").await.unwrap();
+    store.remember_card_message("!p", "$note", "c1").await.unwrap();
+    store.record_usage("!p", "@u:s", "m", 1, 1).await.unwrap();
+
+    let all = |cutoff: i64, day: i64| Cutoffs {
+        jobs_ms: cutoff,
+        dead_letters_ms: cutoff,
+        index_notes_ms: cutoff,
+        task_messages_ms: cutoff,
+        usage_day: day,
+    };
+    let removed = store.prune(&all(now_ms() - 60_000, today() - 1)).await.unwrap();
+    assert!(removed.iter().all(|(_, n)| *n == 0), "nothing recent goes: {removed:?}");
+    assert_eq!(store.edit_original("$edit").await.unwrap().as_deref(), Some("$orig"));
+
+    let removed = store.prune(&all(now_ms() + 1, today() + 1)).await.unwrap();
+    for table in ["dead_letters", "index_redacted", "index_failures", "index_edits", "task_messages", "usage"] {
+        assert_eq!(removed.iter().find(|(t, _)| *t == table).map(|(_, n)| *n), Some(1), "{table}: {removed:?}");
+    }
+    assert_eq!(store.dead_letter_count().await.unwrap(), 0);
+    assert_eq!(store.edit_original("$edit").await.unwrap(), None);
+    assert_eq!(store.card_of_message("!p", "$note").await.unwrap(), None);
+    assert_eq!(store.room_usage("!p", today()).await.unwrap().requests, 0);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn sqlite_prune_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    prune_contract(Store::connect(&format!("sqlite://{}/agent.db", dir.path().display())).await.unwrap()).await;
+}
+
+#[tokio::test]
+async fn postgres_prune_contract() {
+    prune_contract(Store::connect(&postgres().fresh_database().await).await.unwrap()).await;
+}

@@ -9,6 +9,7 @@ mod backfill;
 mod inbox;
 mod index;
 mod jobs;
+mod prune;
 mod rooms;
 mod settings;
 mod tasks;
@@ -18,6 +19,7 @@ pub use backfill::{Backfill, BackfillPage, HistoryMessage};
 pub use inbox::{InboxItem, NewEvent};
 pub use index::{IndexJob, IndexOp, IndexWrite};
 pub use jobs::{CancelTarget, Job, JobState, NewJob};
+pub use prune::Cutoffs;
 pub use settings::{RoomSettings, UsageTotals, today};
 pub use tasks::{Binding, TaskCard};
 
