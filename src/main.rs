@@ -55,6 +55,10 @@ enum Command {
         #[arg(long)]
         rooms: Option<PathBuf>,
     },
+    /// The events set aside after failing too often: list them, or put them back in the inbox for
+    /// the running agent to handle again.
+    #[command(name = "dead-letters", subcommand)]
+    DeadLetters(DeadLetters),
     /// Print a new bearer token of coding agent NAME, once (only its hash is kept).
     ///
     /// Refuses when the agent has one already, unless --rotate, which revokes the old one at once.
@@ -67,6 +71,21 @@ enum Command {
     // The coding agents' commands ($CONCLAVE_AGENT_URL, $CONCLAVE_AGENT_TOKEN; no config file).
     #[command(flatten)]
     Agent(agents::cli::Command),
+}
+
+#[derive(Subcommand)]
+enum DeadLetters {
+    /// One line each, oldest first: id, room, event id, when, why.
+    List,
+    /// Put dead letters back at the end of the inbox (attempts reset).
+    Replay {
+        /// The id `list` shows.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        id: Option<i64>,
+        /// All of them.
+        #[arg(long)]
+        all: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -121,6 +140,10 @@ fn run(command: Command, config: Config) -> anyhow::Result<bool> {
                 .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (appservice.listen): {e}"))?;
             service::serve(config, listener, shutdown_signal()).await.map(|()| true)
         }),
+        Command::DeadLetters(DeadLetters::List) => runtime.block_on(ops::dead_letters_list(&config)).map(|()| true),
+        Command::DeadLetters(DeadLetters::Replay { id, .. }) => {
+            runtime.block_on(ops::dead_letters_replay(&config, id)).map(|()| true)
+        }
         Command::Token { agent, rotate } => runtime.block_on(agents::tokens::issue(&config, &agent, rotate)),
         Command::Init { .. } | Command::Agent(_) => unreachable!("handled before loading the config"),
     }

@@ -178,3 +178,30 @@ pub async fn backfill(config: &Config, room: &str, limit: Option<u64>) -> anyhow
     store.close().await;
     result
 }
+
+/// `dead-letters list`: one line per event set aside, oldest first.
+pub async fn dead_letters_list(config: &Config) -> anyhow::Result<()> {
+    let store = Store::connect(config.database.url.expose()).await?;
+    let letters = store.dead_letters().await;
+    store.close().await;
+    let letters = letters?;
+    if letters.is_empty() {
+        eprintln!("no dead letters");
+    }
+    for d in letters {
+        println!("{}\t{}\t{}\t{}\t{}", d.seq, d.room_id, d.event_id, crate::strings::date_utc(d.failed_at), d.error);
+    }
+    Ok(())
+}
+
+/// `dead-letters replay ID|--all`: back into the inbox, where the running agent takes them up.
+pub async fn dead_letters_replay(config: &Config, seq: Option<i64>) -> anyhow::Result<()> {
+    let store = Store::connect(config.database.url.expose()).await?;
+    let replayed = store.dead_letters_replay(seq).await;
+    store.close().await;
+    match (replayed?, seq) {
+        (0, Some(seq)) => bail!("no dead letter {seq} (`conclave-agent dead-letters list` shows them)"),
+        (n, _) => eprintln!("{n} event(s) back in the inbox; the running agent handles them in a second or so"),
+    }
+    Ok(())
+}

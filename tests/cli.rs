@@ -145,3 +145,45 @@ async fn backfill_asks_the_running_agent_through_the_database() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("already reading"));
     assert_eq!(store.backfill("!r:conclave.local").await.unwrap().unwrap().max_events, 500);
 }
+
+#[tokio::test]
+async fn dead_letters_are_listed_and_replayed_into_the_inbox() {
+    use conclave_agent::store::{NewEvent, Store};
+    let dir = tempfile::tempdir().unwrap();
+    let config = init(dir.path());
+    let db = format!("sqlite://{}/agent.db", dir.path().display());
+    let env = [("CONCLAVE_DATABASE__URL", db.as_str())];
+    let run = |args: &[&str]| {
+        let mut all = vec!["--config", config.to_str().unwrap(), "dead-letters"];
+        all.extend_from_slice(args);
+        agent(&all, &env)
+    };
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+
+    let store = Store::connect(&db).await.unwrap();
+    let ev = |id: &str| NewEvent { room_id: "!r:conclave.local".into(), event_id: id.into(), json: "{}".into() };
+    assert!(store.ingest("t1", vec![ev("$one"), ev("$two")]).await.unwrap());
+    let seqs: Vec<i64> = store.inbox_candidates(&[], 10).await.unwrap().into_iter().map(|(s, _)| s).collect();
+    store.inbox_dead_letter(seqs[0], "the handler panicked").await.unwrap();
+    store.inbox_dead_letter(seqs[1], "gave up").await.unwrap();
+    assert_eq!(store.inbox_len().await.unwrap(), 0);
+
+    let out = run(&["list"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let listed = text(&out.stdout);
+    assert_eq!(listed.lines().count(), 2, "{listed}");
+    assert!(listed.contains("$one") && listed.contains("the handler panicked"), "{listed}");
+
+    let out = run(&["replay", "999999"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("no dead letter 999999"));
+    let out = run(&["replay", &seqs[0].to_string()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!((store.inbox_len().await.unwrap(), store.dead_letter_count().await.unwrap()), (1, 1));
+    let back = store.inbox_claim(&[store.inbox_candidates(&[], 10).await.unwrap()[0].0]).await.unwrap();
+    assert_eq!((back[0].event_id.as_str(), back[0].attempts), ("$one", 0), "back with its tries reset");
+    let out = run(&["replay", "--all"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!((store.inbox_len().await.unwrap(), store.dead_letter_count().await.unwrap()), (2, 0));
+    assert_eq!(run(&["replay"]).status.code(), Some(2), "an id or --all is required");
+}

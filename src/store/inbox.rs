@@ -26,6 +26,16 @@ pub struct InboxItem {
     pub attempts: i64,
 }
 
+/// An event set aside after failing too often.
+#[derive(Debug, Clone, FromRow)]
+pub struct DeadLetter {
+    pub seq: i64,
+    pub room_id: String,
+    pub event_id: String,
+    pub error: String,
+    pub failed_at: i64,
+}
+
 /// Rows per INSERT: 4 parameters each stays far below both databases' limits.
 const INSERT_CHUNK: usize = 200;
 /// Sequence numbers per `IN (…)` list.
@@ -148,6 +158,34 @@ impl Store {
         sqlx::query("DELETE FROM inbox WHERE seq = $1").bind(seq).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// The events set aside, oldest first.
+    pub async fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
+        Ok(sqlx::query_as("SELECT seq, room_id, event_id, error, failed_at FROM dead_letters ORDER BY seq")
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    /// Puts dead letter `seq` (or all, with `None`) back at the end of the inbox, with its tries
+    /// reset; returns how many.
+    pub async fn dead_letters_replay(&self, seq: Option<i64>) -> Result<u64, StoreError> {
+        // One letter, or all: `seq >= $2` with 0 takes every one (seqs start at 1).
+        let (op, from) = match seq {
+            Some(seq) => ("=", seq),
+            None => (">=", 0),
+        };
+        let mut tx = self.pool.begin().await?;
+        let insert = format!(
+            "INSERT INTO inbox (room_id, event_id, event, received_at) \
+             SELECT room_id, event_id, event, $1 FROM dead_letters WHERE seq {op} $2 ORDER BY seq"
+        );
+        let moved =
+            sqlx::query(AssertSqlSafe(insert)).bind(now_ms()).bind(from).execute(&mut *tx).await?.rows_affected();
+        let delete = format!("DELETE FROM dead_letters WHERE seq {op} $1");
+        sqlx::query(AssertSqlSafe(delete)).bind(from).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(moved)
     }
 
     pub async fn inbox_len(&self) -> Result<i64, StoreError> {

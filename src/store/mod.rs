@@ -16,7 +16,7 @@ mod tasks;
 
 pub use agents::{AgentInboxRow, AgentProgressRow, StoredToken, TokenStored};
 pub use backfill::{Backfill, BackfillPage, HistoryMessage};
-pub use inbox::{InboxItem, NewEvent};
+pub use inbox::{DeadLetter, InboxItem, NewEvent};
 pub use index::{IndexJob, IndexOp, IndexWrite};
 pub use jobs::{CancelTarget, Job, JobState, NewJob};
 pub use prune::Cutoffs;
