@@ -4,7 +4,7 @@
 use crate::context::Context;
 use crate::matrix::{MatrixError, notice_reply, txn_id_for};
 use crate::store::StoreError;
-use ruma::events::room::message::{OriginalRoomMessageEvent, RoomMessageEventContent};
+use ruma::events::room::message::OriginalRoomMessageEvent;
 use ruma::{OwnedEventId, RoomId};
 
 #[derive(Debug, thiserror::Error)]
@@ -52,7 +52,7 @@ pub async fn reply(
 /// A notice to the whole room (not a reply); `purpose` keys its txn id to the room.
 pub async fn room_notice(ctx: &Context, room: &RoomId, purpose: &str, markdown: &str) -> Result<(), HandleError> {
     let txn = txn_id_for(room.as_str(), purpose);
-    let content = RoomMessageEventContent::notice_markdown(markdown);
+    let content = crate::matrix::notice(markdown);
     ctx.matrix.send_message(ctx.namespace.sender(), room, &txn, &content).await?;
     Ok(())
 }

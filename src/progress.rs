@@ -6,6 +6,7 @@
 //! logged.
 
 use crate::matrix::{MatrixClient, MatrixError, txn_id_for};
+use ruma::events::Mentions;
 use ruma::events::room::message::RoomMessageEventContent;
 use ruma::{EventId, OwnedEventId, OwnedRoomId, OwnedUserId, TransactionId};
 use std::time::Duration;
@@ -19,6 +20,8 @@ pub struct Poster {
     pub matrix: MatrixClient,
     pub user: OwnedUserId,
     pub room: OwnedRoomId,
+    /// Whom the message mentions; kept in every edit's new content.
+    pub mentions: Option<Mentions>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -141,7 +144,10 @@ async fn edit_loop(
         if shown.as_deref() != Some(update.text.as_str()) {
             edits += 1;
             let txn = txn_id_for(event_id.as_str(), &format!("edit-{nonce:x}-{edits}"));
-            let sent = poster.matrix.edit_message(&poster.user, &poster.room, &txn, &event_id, &update.text).await;
+            let sent = poster
+                .matrix
+                .edit_message(&poster.user, &poster.room, &txn, &event_id, &update.text, poster.mentions.as_ref())
+                .await;
             last_edit = Some(Instant::now());
             match sent {
                 Ok(_) => shown = Some(update.text.clone()),
@@ -191,8 +197,12 @@ mod tests {
     #[tokio::test]
     async fn updates_are_coalesced_and_the_last_text_lands_at_once() {
         let (matrix, sent) = homeserver().await;
-        let poster =
-            Poster { matrix, user: ruma::user_id!("@agent:x.y").to_owned(), room: ruma::room_id!("!r:x.y").to_owned() };
+        let poster = Poster {
+            matrix,
+            user: ruma::user_id!("@agent:x.y").to_owned(),
+            room: ruma::room_id!("!r:x.y").to_owned(),
+            mentions: None,
+        };
         let interval = Duration::from_millis(200);
         let txn = txn_id_for("$t", "p");
         let first = RoomMessageEventContent::notice_plain("0");
@@ -223,8 +233,12 @@ mod tests {
     #[tokio::test]
     async fn a_paced_finish_keeps_to_the_interval_too() {
         let (matrix, sent) = homeserver().await;
-        let poster =
-            Poster { matrix, user: ruma::user_id!("@agent:x.y").to_owned(), room: ruma::room_id!("!r:x.y").to_owned() };
+        let poster = Poster {
+            matrix,
+            user: ruma::user_id!("@agent:x.y").to_owned(),
+            room: ruma::room_id!("!r:x.y").to_owned(),
+            mentions: None,
+        };
         let interval = Duration::from_millis(300);
         let first = RoomMessageEventContent::notice_plain("0");
         let progress = Progress::start(poster, &txn_id_for("$t", "p"), &first, "0", interval).await.unwrap();
@@ -240,8 +254,12 @@ mod tests {
     #[tokio::test]
     async fn a_resumed_message_is_edited_with_the_next_update() {
         let (matrix, sent) = homeserver().await;
-        let poster =
-            Poster { matrix, user: ruma::user_id!("@agent:x.y").to_owned(), room: ruma::room_id!("!r:x.y").to_owned() };
+        let poster = Poster {
+            matrix,
+            user: ruma::user_id!("@agent:x.y").to_owned(),
+            room: ruma::room_id!("!r:x.y").to_owned(),
+            mentions: None,
+        };
         let earlier = ruma::event_id!("$earlier").to_owned();
         let progress = Progress::resume(poster, earlier, Duration::from_millis(100));
         progress.update("again");

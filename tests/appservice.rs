@@ -347,7 +347,7 @@ async fn matrix_client_calls_work_against_synapse() {
     let again = client.send_message(&me, room, &txn, &content).await.unwrap();
     assert_eq!(first, again);
 
-    client.edit_message(&me, room, &txn_id_for("$trigger", "edit"), &first, "hello *again*").await.unwrap();
+    client.edit_message(&me, room, &txn_id_for("$trigger", "edit"), &first, "hello *again*", None).await.unwrap();
     client.typing(&me, room, Some(Duration::from_secs(5))).await.unwrap();
     client.typing(&me, room, None).await.unwrap();
 

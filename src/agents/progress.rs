@@ -177,7 +177,7 @@ pub async fn finish_owed(ctx: &Context) {
 }
 
 fn poster(ctx: &Context, agent: &Agent, room: &RoomId) -> Poster {
-    Poster { matrix: ctx.matrix.clone(), user: agent.user_id.clone(), room: room.to_owned() }
+    Poster { matrix: ctx.matrix.clone(), user: agent.user_id.clone(), room: room.to_owned(), mentions: None }
 }
 
 /// The editor of a message posted earlier (before a restart, or let go).

@@ -16,6 +16,7 @@ use crate::store::{IndexWrite, now_ms};
 use crate::strings;
 use futures_util::StreamExt;
 use ruma::EventId;
+use ruma::events::Mentions;
 use ruma::events::room::message::{OriginalRoomMessageEvent, Relation};
 use std::time::Duration;
 
@@ -94,7 +95,10 @@ async fn answer_from_servers(
     match job.result_event() {
         Some(earlier) => {
             let txn = txn_id_for(job.trigger.event_id.as_str(), &format!("answer-error-{}", job.job.attempts));
-            ctx.matrix.edit_message(ctx.namespace.sender(), &job.trigger.room_id, &txn, &earlier, &text).await?;
+            let mentions = Mentions::with_user_ids([job.trigger.sender.clone()]);
+            ctx.matrix
+                .edit_message(ctx.namespace.sender(), &job.trigger.room_id, &txn, &earlier, &text, Some(&mentions))
+                .await?;
         }
         None => send_reply(ctx, &job.trigger, "answer-error", &text).await?,
     }
@@ -114,8 +118,12 @@ async fn stream_to_room(
     let trigger = &job.trigger;
     let interval = Duration::from_millis(ctx.config.llm.edit_interval_ms);
     let footer = format!("{note}{}", fallback_model.map(strings::answered_by_fallback).unwrap_or_default());
-    let poster =
-        Poster { matrix: ctx.matrix.clone(), user: ctx.namespace.sender().to_owned(), room: trigger.room_id.clone() };
+    let poster = Poster {
+        matrix: ctx.matrix.clone(),
+        user: ctx.namespace.sender().to_owned(),
+        room: trigger.room_id.clone(),
+        mentions: Some(Mentions::with_user_ids([trigger.sender.clone()])),
+    };
 
     let mut text = String::new();
     let mut shown: Option<Progress> = None;

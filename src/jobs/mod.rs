@@ -19,6 +19,7 @@ use crate::matrix::{notice_reply, txn_id_for};
 use crate::progress::{Poster, Progress};
 use crate::store::{Job, NewJob, Write};
 use crate::strings;
+use ruma::events::Mentions;
 use ruma::events::room::message::OriginalRoomMessageEvent;
 use ruma::{EventId, OwnedEventId};
 use serde::Serialize;
@@ -146,7 +147,12 @@ impl Status {
     }
 
     fn poster(ctx: &Context, trigger: &OriginalRoomMessageEvent) -> Poster {
-        Poster { matrix: ctx.matrix.clone(), user: ctx.namespace.sender().to_owned(), room: trigger.room_id.clone() }
+        Poster {
+            matrix: ctx.matrix.clone(),
+            user: ctx.namespace.sender().to_owned(),
+            room: trigger.room_id.clone(),
+            mentions: Some(Mentions::with_user_ids([trigger.sender.clone()])),
+        }
     }
 
     fn interval(ctx: &Context) -> Duration {

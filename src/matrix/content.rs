@@ -1,26 +1,46 @@
-//! Message contents the agent sends: Markdown rendered to `formatted_body`, replies that stay in
-//! the trigger's thread, and edits.
+//! Message contents the agent sends: Markdown rendered to `formatted_body` (always by
+//! [`super::markdown`], which shows raw HTML as text: invariant 11), replies that stay in the
+//! trigger's thread, and edits.
 
+use super::markdown;
 use ruma::EventId;
+use ruma::events::Mentions;
 use ruma::events::room::message::{
-    AddMentions, ForwardThread, OriginalRoomMessageEvent, ReplacementMetadata, RoomMessageEventContent,
+    AddMentions, ForwardThread, MessageType, OriginalRoomMessageEvent, ReplacementMetadata, RoomMessageEventContent,
 };
 
 /// A notice replying to `trigger` (in its thread, if it is threaded), mentioning its sender.
 /// Notices are what bots send, and what other bots ignore.
-pub fn notice_reply(markdown: &str, trigger: &OriginalRoomMessageEvent) -> RoomMessageEventContent {
-    RoomMessageEventContent::notice_markdown(markdown).make_reply_to(trigger, ForwardThread::Yes, AddMentions::Yes)
+pub fn notice_reply(md: &str, trigger: &OriginalRoomMessageEvent) -> RoomMessageEventContent {
+    markdown::content(md, true).make_reply_to(trigger, ForwardThread::Yes, AddMentions::Yes)
 }
 
 /// Like [`notice_reply`], as plain text (`m.text`), for conversational answers.
-pub fn text_reply(markdown: &str, trigger: &OriginalRoomMessageEvent) -> RoomMessageEventContent {
-    RoomMessageEventContent::text_markdown(markdown).make_reply_to(trigger, ForwardThread::Yes, AddMentions::Yes)
+pub fn text_reply(md: &str, trigger: &OriginalRoomMessageEvent) -> RoomMessageEventContent {
+    markdown::content(md, false).make_reply_to(trigger, ForwardThread::Yes, AddMentions::Yes)
 }
 
-/// An `m.replace` edit of `target` with new Markdown text. Edits carry the text of slow work
-/// (model answers, coding agents' progress): raw HTML in it is shown as text (invariant 11).
-pub fn edit_content(target: &EventId, markdown: &str) -> RoomMessageEventContent {
-    super::markdown::content(markdown, true).make_replacement(ReplacementMetadata::new(target.to_owned(), None))
+/// A notice to the whole room.
+pub fn notice(md: &str) -> RoomMessageEventContent {
+    markdown::content(md, true)
+}
+
+/// An `m.replace` edit of `target` with new Markdown text; `mentions` are the original's, kept
+/// in the new content (and not notified again).
+pub fn edit_content(target: &EventId, md: &str, mentions: Option<Mentions>) -> RoomMessageEventContent {
+    let mut new = markdown::content(md, true);
+    if let Some(mentions) = &mentions {
+        new = new.add_mentions(mentions.clone());
+    }
+    let mut edit = new.make_replacement(ReplacementMetadata::new(target.to_owned(), mentions));
+    // ruma gives a plain edit an empty HTML fallback ("* "): a client without edits would show
+    // just that, so the plain `* body` stands alone.
+    if let MessageType::Notice(notice) = &mut edit.msgtype
+        && notice.formatted.as_ref().is_some_and(|f| f.body.trim() == "*")
+    {
+        notice.formatted = None;
+    }
+    edit
 }
 
 #[cfg(test)]
@@ -65,13 +85,34 @@ mod tests {
     #[test]
     fn edits_carry_new_content_and_a_star_body() {
         let target = <&EventId>::try_from("$orig").unwrap();
-        let v = serde_json::to_value(edit_content(target, "new *text*")).unwrap();
+        let v = serde_json::to_value(edit_content(target, "new *text*", None)).unwrap();
         assert_eq!(v["m.relates_to"]["rel_type"], "m.replace");
         assert_eq!(v["m.relates_to"]["event_id"], "$orig");
         assert_eq!(v["m.new_content"]["body"], "new *text*");
         assert!(v["body"].as_str().unwrap().starts_with("* "));
-        let v = serde_json::to_value(edit_content(target, "**x** <img src=\"mxc://evil/y\">")).unwrap();
+        let v = serde_json::to_value(edit_content(target, "**x** <img src=\"mxc://evil/y\">", None)).unwrap();
         let html = v["m.new_content"]["formatted_body"].as_str().unwrap();
         assert!(html.contains("<strong>x</strong>") && !html.contains("<img"), "{html}");
+    }
+
+    #[test]
+    fn an_edit_keeps_the_originals_mentions_in_its_new_content() {
+        let target = <&EventId>::try_from("$orig").unwrap();
+        let alice = ruma::user_id!("@alice:x.y").to_owned();
+        let v = serde_json::to_value(edit_content(target, "more", Some(Mentions::with_user_ids([alice])))).unwrap();
+        assert_eq!(v["m.new_content"]["m.mentions"]["user_ids"][0], "@alice:x.y", "{v}");
+        assert!(v["m.mentions"].get("user_ids").is_none_or(|u| u.as_array().unwrap().is_empty()), "no new ping: {v}");
+        assert!(v.get("formatted_body").is_none(), "a plain edit has no empty HTML fallback: {v}");
+        assert_eq!(v["body"], "* more");
+    }
+
+    #[test]
+    fn replies_show_raw_html_as_text() {
+        let t = trigger(json!({"msgtype": "m.text", "body": "!ping"}));
+        let v = serde_json::to_value(notice_reply("**ok** <img src=\"mxc://evil/x\"> <font color=red>x</font>", &t))
+            .unwrap();
+        let html = v["formatted_body"].as_str().unwrap();
+        assert!(html.contains("<strong>ok</strong>") && !html.contains("<img") && !html.contains("<font"), "{html}");
+        assert!(html.contains("&lt;img"), "{html}");
     }
 }

@@ -10,7 +10,7 @@ mod media;
 mod rooms;
 mod txn;
 
-pub use content::{edit_content, notice_reply, text_reply};
+pub use content::{edit_content, notice, notice_reply, text_reply};
 pub use media::{ImageMeta, file_content, image_content};
 pub use rooms::{NewRoom, encryption_content};
 pub use txn::txn_id_for;
@@ -275,8 +275,9 @@ impl MatrixClient {
         txn_id: &TransactionId,
         target: &EventId,
         new_markdown: &str,
+        mentions: Option<&ruma::events::Mentions>,
     ) -> Result<OwnedEventId, MatrixError> {
-        self.send_message(user, room, txn_id, &edit_content(target, new_markdown)).await
+        self.send_message(user, room, txn_id, &edit_content(target, new_markdown, mentions.cloned())).await
     }
 
     /// Shows (or stops showing) the typing notice for `timeout`.
