@@ -106,7 +106,7 @@ async fn messages_are_indexed_with_metadata_and_found_only_in_their_room() {
     let body = w.search(&w.room, "why did the release break?").await;
     let first = body.lines().nth(1).unwrap_or_default();
     assert!(first.contains("migration timed out"), "{body}");
-    assert!(body.contains(&format!("https://matrix.to/#/{}/{id}", w.room)), "{body}");
+    assert!(body.contains(&format!("https://matrix.to/#/{}/{id}?via=test.local", w.room)), "{body}");
     assert!(!body.contains("other room"), "no cross-room results: {body}");
     // The other room finds only its own message.
     let body = w.search(&other, "why did the release break?").await;

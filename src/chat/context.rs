@@ -135,7 +135,7 @@ async fn retrieve(ctx: &Context, trigger: &OriginalRoomMessageEvent, question: &
         .take(RETRIEVED)
         .map(|h| {
             let name = h.meta.sender.trim_start_matches('@').split(':').next().unwrap_or_default().to_owned();
-            let link = format!("https://matrix.to/#/{}/{}", h.meta.room_id, h.id);
+            let link = crate::matrix::permalink(&h.meta.room_id, &h.id, &ctx.config.homeserver.server_name);
             let text = crate::rag::indexer::truncate(&h.document, RETRIEVED_CHARS).replace('\n', " ");
             format!("[{}] {name}: {text} ({link})", crate::strings::date_utc(h.meta.ts))
         })

@@ -40,7 +40,7 @@ const ROOM_NAME_CHARS: usize = 60;
 pub async fn run(ctx: &Context, ev: &OriginalRoomMessageEvent, query: &str) -> String {
     match ctx.rag.search(&Scope::Room(ev.room_id.to_string()), query, RESULTS).await {
         Ok(hits) if hits.is_empty() => strings::search_found_nothing(),
-        Ok(hits) => strings::search_results(&results(&hits, None)),
+        Ok(hits) => strings::search_results(&results(ctx, &hits, None)),
         Err(e) => search_failed(&e),
     }
 }
@@ -71,7 +71,7 @@ pub async fn run_all(ctx: &Context, ev: &OriginalRoomMessageEvent, query: &str) 
     let scope = Scope::Rooms(joined.rooms.iter().map(ToString::to_string).collect());
     Ok(match ctx.rag.search(&scope, query, RESULTS).await {
         Ok(hits) if hits.is_empty() => strings::search_all_found_nothing(&coverage),
-        Ok(hits) => strings::search_all_results(&results(&hits, Some(&room_names(ctx, &hits).await)), &coverage),
+        Ok(hits) => strings::search_all_results(&results(ctx, &hits, Some(&room_names(ctx, &hits).await)), &coverage),
         Err(e) => search_failed(&e),
     })
 }
@@ -82,14 +82,14 @@ fn search_failed(e: &RagError) -> String {
 }
 
 /// The hits as shown; with `names`, each labelled with its room (its name if known, else its id).
-fn results(hits: &[Hit], names: Option<&HashMap<String, String>>) -> Vec<strings::SearchResult> {
+fn results(ctx: &Context, hits: &[Hit], names: Option<&HashMap<String, String>>) -> Vec<strings::SearchResult> {
     hits.iter()
         .map(|hit| strings::SearchResult {
             room: names.map(|n| n.get(&hit.meta.room_id).unwrap_or(&hit.meta.room_id).clone()),
             sender: hit.meta.sender.clone(),
             date: date_utc(hit.meta.ts),
             snippet: truncate(&hit.document, SNIPPET_CHARS).to_owned(),
-            permalink: format!("https://matrix.to/#/{}/{}", hit.meta.room_id, hit.id),
+            permalink: crate::matrix::permalink(&hit.meta.room_id, &hit.id, &ctx.config.homeserver.server_name),
         })
         .collect()
 }

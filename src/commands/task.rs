@@ -321,7 +321,7 @@ fn replied_to(ev: &OriginalRoomMessageEvent) -> Option<&EventId> {
 /// The description of a card made in reply to a message: its text and a permalink. When the
 /// message cannot be read, the permalink alone still leads there.
 async fn describe(ctx: &Context, ev: &OriginalRoomMessageEvent, target: &EventId) -> String {
-    let permalink = format!("https://matrix.to/#/{}/{}", ev.room_id, target);
+    let permalink = crate::matrix::permalink(ev.room_id.as_str(), target.as_str(), &ctx.config.homeserver.server_name);
     let event = match ctx.matrix.event(ctx.namespace.sender(), &ev.room_id, target).await {
         Ok(raw) => serde_json::from_str::<serde_json::Value>(raw.json().get()).ok(),
         Err(e) => {

@@ -20,6 +20,12 @@ pub fn text_reply(md: &str, trigger: &OriginalRoomMessageEvent) -> RoomMessageEv
     markdown::content(md, false).make_reply_to(trigger, ForwardThread::Yes, AddMentions::Yes)
 }
 
+/// A `matrix.to` link to `event` in `room`. Room ids carry no server since room version 12, so
+/// the link names one that can serve it (`via`: ours, which the agent's rooms are all on).
+pub fn permalink(room: &str, event: &str, via: &str) -> String {
+    format!("https://matrix.to/#/{room}/{event}?via={via}")
+}
+
 /// A notice to the whole room.
 pub fn notice(md: &str) -> RoomMessageEventContent {
     markdown::content(md, true)

@@ -10,7 +10,7 @@ mod media;
 mod rooms;
 mod txn;
 
-pub use content::{edit_content, notice, notice_reply, text_reply};
+pub use content::{edit_content, notice, notice_reply, permalink, text_reply};
 pub use media::{ImageMeta, file_content, image_content};
 pub use rooms::{NewRoom, encryption_content};
 pub use txn::txn_id_for;

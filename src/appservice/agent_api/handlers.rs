@@ -213,7 +213,7 @@ pub async fn search(
             let mut r = json!({
                 "room": h.meta.room_id, "event_id": h.id, "sender": h.meta.sender, "ts": h.meta.ts,
                 "text": h.document, "distance": h.distance,
-                "permalink": format!("https://matrix.to/#/{}/{}?via={via}", h.meta.room_id, h.id),
+                "permalink": crate::matrix::permalink(&h.meta.room_id, &h.id, via.as_str()),
             });
             if let Some(thread) = h.meta.thread_id {
                 r["thread"] = thread.into();
