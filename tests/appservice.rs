@@ -370,3 +370,28 @@ async fn matrix_client_calls_work_against_synapse() {
 fn body_of(content: &Value) -> String {
     content["body"].as_str().unwrap_or_default().to_owned()
 }
+
+#[tokio::test]
+async fn a_reply_into_a_thread_the_homeserver_does_not_know_goes_out_unthreaded() {
+    let agent = start_agent().await;
+    let alice = User::register("alice").await;
+    let room = alice.room_with(&agent.user_id()).await;
+    // An event that reached the agent but whose thread root Synapse does not have.
+    let ping = json!({"type": "m.room.message", "room_id": room, "event_id": "$fake-threaded-ping",
+        "sender": alice.user_id, "origin_server_ts": 1_700_000_000_000u64,
+        "content": {"msgtype": "m.text", "body": "!ping",
+                    "m.relates_to": {"rel_type": "m.thread", "event_id": "$no-such-root", "is_falling_back": true,
+                                     "m.in_reply_to": {"event_id": "$no-such-root"}}}});
+    let r = agent
+        .as_homeserver(Method::PUT, "/_matrix/app/v1/transactions/unknown-root-1")
+        .json(&json!({"events": [ping]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let pong = alice.wait_reply(&room, &agent.user_id(), "$fake-threaded-ping").await;
+    assert!(body(&pong).contains("pong"), "{pong}");
+    assert!(pong["content"]["m.relates_to"].get("rel_type").is_none(), "outside the thread: {pong}");
+    assert_eq!(agent.inbox_len().await, 0);
+    assert!(agent.log().contains("replying outside it"));
+}

@@ -24,7 +24,7 @@ use ruma::api::{
 };
 use ruma::events::AnyTimelineEvent;
 use ruma::events::room::member::MembershipState;
-use ruma::events::room::message::RoomMessageEventContent;
+use ruma::events::room::message::{Relation, RoomMessageEventContent};
 use ruma::serde::Raw;
 use ruma::{EventId, OwnedEventId, OwnedUserId, RoomId, TransactionId, UInt, UserId};
 use std::borrow::Cow;
@@ -68,6 +68,11 @@ impl MatrixError {
             Self::Api { status, errcode, .. } => format!("the homeserver refused ({status} {errcode})"),
             Self::Build(_) | Self::Response(_) => "an internal error talking to the homeserver".into(),
         }
+    }
+
+    /// Synapse's refusal of a relation to an event it does not have.
+    pub fn is_unknown_relation(&self) -> bool {
+        matches!(self, Self::Api { status: 400, message, .. } if message.contains("unknown event"))
     }
 
     /// Worth trying again later (the homeserver is down or overloaded), as opposed to a refusal.
@@ -255,7 +260,33 @@ impl MatrixClient {
     }
 
     /// Sends a message. `txn_id` makes a repeated send (after a crash) a no-op on the homeserver.
+    /// A message in a thread whose root the homeserver does not know (an event that reached us but
+    /// not it) goes out as a plain reply instead, rather than not at all.
     pub async fn send_message(
+        &self,
+        user: &UserId,
+        room: &RoomId,
+        txn_id: &TransactionId,
+        content: &RoomMessageEventContent,
+    ) -> Result<OwnedEventId, MatrixError> {
+        match self.send_once(user, room, txn_id, content).await {
+            Err(e) if e.is_unknown_relation() && matches!(content.relates_to, Some(Relation::Thread(_))) => {
+                tracing::warn!(error = %e, "the thread's root is unknown to the homeserver; replying outside it");
+                let mut unthreaded = content.clone();
+                unthreaded.relates_to = match &content.relates_to {
+                    Some(Relation::Thread(thread)) => {
+                        thread.in_reply_to.clone().map(|in_reply_to| Relation::Reply(ruma::events::relation::Reply::new(in_reply_to)))
+                    }
+                    _ => None,
+                };
+                let txn = ruma::OwnedTransactionId::from(format!("{txn_id}.unthreaded"));
+                self.send_once(user, room, &txn, &unthreaded).await
+            }
+            result => result,
+        }
+    }
+
+    async fn send_once(
         &self,
         user: &UserId,
         room: &RoomId,
