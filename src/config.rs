@@ -114,7 +114,7 @@ impl Default for Database {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Access {
     /// Glob patterns (`*`, `?`) of users who may invite and command the agent.
@@ -124,6 +124,20 @@ pub struct Access {
     /// Glob patterns of users who may run admin commands. Default none.
     #[serde(default)]
     pub admins: Vec<String>,
+    /// Commands one person may give per minute (questions have `llm.user_requests_per_minute`);
+    /// beyond it they get one notice a minute and no answers. 0 = no limit. Default 60.
+    #[serde(default = "default_commands_per_minute")]
+    pub commands_per_minute: u32,
+}
+
+fn default_commands_per_minute() -> u32 {
+    60
+}
+
+impl Default for Access {
+    fn default() -> Self {
+        Self { users: None, admins: Vec::new(), commands_per_minute: default_commands_per_minute() }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

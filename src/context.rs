@@ -9,8 +9,10 @@ use crate::planka::Tasks;
 use crate::rag::Rag;
 use crate::registration::Namespace;
 use crate::store::Store;
+use governor::{DefaultKeyedRateLimiter, Quota};
 use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
+use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
@@ -39,10 +41,44 @@ pub struct Context {
     pub browser: Browser,
     /// Joined-member counts, to tell direct chats without asking the homeserver per message.
     members: Mutex<HashMap<OwnedRoomId, (usize, Instant)>>,
-    /// When each user asked, over the last minute (`llm.user_requests_per_minute`).
-    questions: Mutex<HashMap<OwnedUserId, VecDeque<Instant>>>,
+    /// Questions per person per minute (`llm.user_requests_per_minute`); `None`: no limit.
+    questions: Option<PerUser>,
+    /// Commands per person per minute (`access.commands_per_minute`).
+    commands: Option<PerUser>,
+    /// When each person over the command rate was last told so (once a minute at most).
+    flood_noticed: Mutex<HashMap<OwnedUserId, Instant>>,
     /// Until when the primary model server is skipped for the fallback.
     primary_down_until: Mutex<Option<Instant>>,
+}
+
+/// Whether a person may give a command now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommandRate {
+    Allowed,
+    /// Over the rate; `notice`: tell them (the first time this minute).
+    Refused {
+        notice: bool,
+    },
+}
+
+/// How often a person over the command rate is told so.
+const FLOOD_NOTICE_EVERY: Duration = Duration::from_secs(60);
+
+/// A per-person allowance per minute (a token bucket, so short bursts up to it pass).
+struct PerUser(DefaultKeyedRateLimiter<OwnedUserId>);
+
+impl PerUser {
+    fn allow(&self, user: &UserId) -> bool {
+        // Forget people who have been quiet long enough to be full again, so the map stays small.
+        if self.0.len() > 10_000 {
+            self.0.retain_recent();
+        }
+        self.0.check_key(&user.to_owned()).is_ok()
+    }
+}
+
+fn per_minute(n: u32) -> Option<PerUser> {
+    NonZeroU32::new(n).map(|n| PerUser(DefaultKeyedRateLimiter::keyed(Quota::per_minute(n))))
 }
 
 pub struct Fallback {
@@ -69,6 +105,8 @@ impl Context {
         let rag = Rag::from_config(&config)?;
         let agents = Arc::new(crate::ghosts::Agents::from_config(&config, &namespace).map_err(anyhow::Error::msg)?);
         let browser = Browser::from_config(&config.browser).map_err(anyhow::Error::msg)?;
+        let (config_questions, config_commands) =
+            (config.llm.user_requests_per_minute, config.access.commands_per_minute);
         Ok(Self {
             store,
             matrix,
@@ -83,29 +121,31 @@ impl Context {
             agents,
             browser,
             members: Mutex::default(),
-            questions: Mutex::default(),
+            questions: per_minute(config_questions),
+            commands: per_minute(config_commands),
+            flood_noticed: Mutex::default(),
             primary_down_until: Mutex::default(),
         })
     }
 
     /// Counts a question against the user's per-minute allowance; `false` when it is used up.
     pub fn allow_question(&self, user: &UserId) -> bool {
-        let limit = self.config.llm.user_requests_per_minute as usize;
-        if limit == 0 {
-            return true;
+        self.questions.as_ref().is_none_or(|limit| limit.allow(user))
+    }
+
+    /// Counts a command against the user's per-minute allowance: over it, they are told once a
+    /// minute ([`CommandRate::Refused`] with `notice`), and the rest gets no answer (a flood).
+    pub fn command_rate(&self, user: &UserId) -> CommandRate {
+        if self.commands.as_ref().is_none_or(|limit| limit.allow(user)) {
+            return CommandRate::Allowed;
         }
-        let mut questions = self.questions.lock().expect("not poisoned");
-        let now = Instant::now();
-        let minute = Duration::from_secs(60);
-        // Forget users who have been quiet for a minute, so the map stays small.
-        questions.retain(|_, times| times.back().is_some_and(|t| now.duration_since(*t) < minute));
-        let times = questions.entry(user.to_owned()).or_default();
-        times.retain(|t| now.duration_since(*t) < minute);
-        if times.len() >= limit {
-            return false;
+        let mut noticed = self.flood_noticed.lock().expect("not poisoned");
+        noticed.retain(|_, at| at.elapsed() < FLOOD_NOTICE_EVERY);
+        let notice = !noticed.contains_key(user);
+        if notice {
+            noticed.insert(user.to_owned(), Instant::now());
         }
-        times.push_back(now);
-        true
+        CommandRate::Refused { notice }
     }
 
     pub fn primary_cooling_down(&self) -> bool {

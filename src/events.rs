@@ -6,7 +6,7 @@
 
 use crate::chat;
 use crate::commands::{self, Invocation};
-use crate::context::Context;
+use crate::context::{CommandRate, Context};
 use crate::handler::{self, HandleError};
 use crate::store::{CancelTarget, InboxItem, IndexWrite, StoreError, Write, now_ms};
 use crate::strings;
@@ -175,6 +175,16 @@ async fn message(ctx: &Context, ev: &OriginalRoomMessageEvent, raw: &str) -> Res
         tracing::info!(sender = %ev.sender, "command from a user not in access.users");
         handler::reply_to(ctx, ev, &strings::not_allowed()).await?;
         return Ok(Outcome::acted([]));
+    }
+    match ctx.command_rate(&ev.sender) {
+        CommandRate::Allowed => {}
+        CommandRate::Refused { notice: true } => {
+            tracing::info!(sender = %ev.sender, "commands over the per-person rate; telling them once");
+            handler::reply_to(ctx, ev, &strings::commands_too_fast(ctx.config.access.commands_per_minute)).await?;
+            return Ok(Outcome::acted([]));
+        }
+        // A flood: one notice a minute, no answers (invariant 3's exception).
+        CommandRate::Refused { notice: false } => return Ok(Outcome::default()),
     }
     command_outcome(ctx, ev, raw, &command).await.map(Outcome::acted)
 }

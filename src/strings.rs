@@ -222,6 +222,13 @@ pub fn usage(room: [(i64, i64, i64); 2], user: [(i64, i64, i64); 2]) -> String {
     )
 }
 
+pub fn commands_too_fast(per_minute: u32) -> String {
+    format!(
+        "You are sending me commands faster than {per_minute} a minute, so I am ignoring the rest for now. \
+         Give it a minute."
+    )
+}
+
 pub fn rate_limited(per_minute: u32) -> String {
     format!("You have asked {per_minute} questions in the last minute; please wait a moment before the next one.")
 }

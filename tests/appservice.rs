@@ -395,3 +395,35 @@ async fn a_reply_into_a_thread_the_homeserver_does_not_know_goes_out_unthreaded(
     assert_eq!(agent.inbox_len().await, 0);
     assert!(agent.log().contains("replying outside it"));
 }
+
+#[tokio::test]
+async fn a_flood_of_commands_gets_one_notice_and_no_answers() {
+    let extra = "[access]\ncommands_per_minute = 3".to_owned();
+    let agent = Agent::start(synapse().slot(), Options { extra, ..Options::default() }).await;
+    let alice = User::register("alice").await;
+    let room = alice.room_with(&agent.user_id()).await;
+    let mut pings = Vec::new();
+    for _ in 0..8 {
+        pings.push(alice.send_text(&room, "!ping").await);
+    }
+    let last = pings.last().unwrap().clone();
+    // Wait until the agent handled them all (its inbox is empty and nothing more comes).
+    wait_for("the flood handled", Duration::from_secs(30), || async { (agent.inbox_len().await == 0).then_some(()) })
+        .await;
+    let bob = User::register("bob").await;
+    alice.invite(&room, &bob.user_id).await;
+    bob.join(&room).await;
+    let others = bob.send_text(&room, "!ping").await;
+    bob.wait_reply(&room, &agent.user_id(), &others).await; // another person is not limited
+    let mine = alice.messages_from(&room, &agent.user_id()).await;
+    let answered: Vec<&Value> = mine
+        .iter()
+        .filter(|e| {
+            pings.contains(&e["content"]["m.relates_to"]["m.in_reply_to"]["event_id"].as_str().unwrap_or("").to_owned())
+        })
+        .collect();
+    let pongs = answered.iter().filter(|e| body(e).contains("pong")).count();
+    let notices = answered.iter().filter(|e| body(e).contains("faster than 3 a minute")).count();
+    assert_eq!((pongs, notices), (3, 1), "{answered:?}");
+    assert!(alice.replies_to(&room, &agent.user_id(), &last).await.is_empty(), "past the notice, silence");
+}

@@ -274,9 +274,10 @@ impl MatrixClient {
                 tracing::warn!(error = %e, "the thread's root is unknown to the homeserver; replying outside it");
                 let mut unthreaded = content.clone();
                 unthreaded.relates_to = match &content.relates_to {
-                    Some(Relation::Thread(thread)) => {
-                        thread.in_reply_to.clone().map(|in_reply_to| Relation::Reply(ruma::events::relation::Reply::new(in_reply_to)))
-                    }
+                    Some(Relation::Thread(thread)) => thread
+                        .in_reply_to
+                        .clone()
+                        .map(|in_reply_to| Relation::Reply(ruma::events::relation::Reply::new(in_reply_to))),
                     _ => None,
                 };
                 let txn = ruma::OwnedTransactionId::from(format!("{txn_id}.unthreaded"));
