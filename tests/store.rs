@@ -24,9 +24,17 @@ async fn candidates(store: &Store, skip: &[&str]) -> Vec<i64> {
 async fn contract(store: Store) {
     // A transaction is stored whole; its retry has no second effect.
     let events = vec![ev("!a", "$1", r#"{"n":1}"#), ev("!a", "$2", r#"{"n":2}"#), ev("!b", "$3", r#"{"n":3}"#)];
-    assert!(store.ingest("t1", events).await.unwrap());
-    assert!(!store.ingest("t1", vec![ev("!a", "$9", "{}")]).await.unwrap(), "a retried txn must be recognised");
+    assert!(store.ingest("t1", events.clone()).await.unwrap());
+    assert!(!store.ingest("t1", events).await.unwrap(), "a retried txn must be recognised");
     assert_eq!(store.inbox_len().await.unwrap(), 3);
+    // The same txn id with other events (the homeserver counting from 1 again after a restart) is
+    // a new delivery, stored like any other (invariant 1): its events must not be lost.
+    assert!(store.ingest("t1", vec![ev("!c", "$9", "{}")]).await.unwrap(), "a reused txn id is not a retry");
+    assert!(!store.ingest("t1", vec![ev("!c", "$9", "{}")]).await.unwrap(), "and its own retry is one");
+    assert_eq!(store.inbox_len().await.unwrap(), 4);
+    let reused = claim_all(&store, &["!a", "!b"]).await;
+    assert_eq!(reused.iter().map(|i| i.event_id.as_str()).collect::<Vec<_>>(), ["$9"]);
+    store.inbox_done(&[reused[0].seq], &[]).await.unwrap();
 
     // Oldest first, JSON kept byte for byte; claiming counts nothing (a try is counted when it runs).
     let items = claim_all(&store, &[]).await;
@@ -118,20 +126,20 @@ async fn contract(store: Store) {
 
     // Old txn ids are pruned; recent ones are kept.
     assert_eq!(store.prune_seen_txns(now_ms() - 60_000).await.unwrap(), 0);
-    assert_eq!(store.prune_seen_txns(now_ms() + 1).await.unwrap(), 2);
+    assert_eq!(store.prune_seen_txns(now_ms() + 1).await.unwrap(), 3);
     store.close().await;
 }
 
 /// Concurrent ingests (written as group commits) each get the right answer, including the same
-/// txn id racing with itself.
+/// delivery (txn id and events) racing with itself.
 async fn concurrent_ingest(store: Store) {
     let mut tasks = Vec::new();
     for i in 0..40 {
         let store = store.clone();
-        // Every txn id twice: exactly one of each pair is new.
-        let txn = format!("c{}", i / 2);
+        // Every delivery twice: exactly one of each pair is new.
+        let (txn, pair) = (format!("c{}", i / 2), i / 2);
         tasks.push(tokio::spawn(async move {
-            let events = (0..10).map(|j| ev(&format!("!r{}", i % 3), &format!("${i}-{j}"), "{}")).collect();
+            let events = (0..10).map(|j| ev(&format!("!r{}", pair % 3), &format!("${pair}-{j}"), "{}")).collect();
             store.ingest(&txn, events).await.unwrap()
         }));
     }

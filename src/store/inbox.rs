@@ -2,6 +2,7 @@
 
 use super::{DbKind, Store, StoreError, Write, index, jobs, now_ms};
 // Dynamic SQL here only ever adds numbered placeholders; values are always bound.
+use sha2::{Digest, Sha256};
 use sqlx::{AnyConnection, AnyPool, AssertSqlSafe, Connection, Executor, FromRow};
 use tokio::sync::{mpsc, oneshot};
 
@@ -47,14 +48,17 @@ fn placeholders(n: usize) -> String {
 }
 
 impl Store {
-    /// Remembers `txn_id` and appends its events, in one database transaction that is durable
-    /// when this returns. Returns `false` (and changes nothing) when the txn was seen before.
+    /// Remembers the delivery (`txn_id` and a digest of its events) and appends its events, in one
+    /// database transaction that is durable when this returns. Returns `false` (and changes
+    /// nothing) when the same delivery was seen before: a retry. The same txn id with other events
+    /// is a new delivery (invariant 1).
     ///
     /// Concurrent calls are written together by one writer task (group commit): one commit, and
     /// on SQLite one fsync, for all of them.
     pub async fn ingest(&self, txn_id: &str, events: Vec<NewEvent>) -> Result<bool, StoreError> {
         let (reply, answer) = oneshot::channel();
-        let job = IngestJob { txn_id: txn_id.to_owned(), events, reply };
+        let digest = delivery_digest(&events);
+        let job = IngestJob { txn_id: txn_id.to_owned(), digest, events, reply };
         self.ingest_queue.send(job).await.map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
     }
@@ -198,7 +202,7 @@ impl Store {
 
     /// Forgets transaction ids older than `cutoff_ms`; the homeserver never retries that late.
     pub async fn prune_seen_txns(&self, cutoff_ms: i64) -> Result<u64, StoreError> {
-        Ok(sqlx::query("DELETE FROM seen_txns WHERE received_at < $1")
+        Ok(sqlx::query("DELETE FROM seen_deliveries WHERE received_at < $1")
             .bind(cutoff_ms)
             .execute(&self.pool)
             .await?
@@ -209,8 +213,22 @@ impl Store {
 /// One `ingest` call waiting for the writer.
 pub(super) struct IngestJob {
     txn_id: String,
+    digest: String,
     events: Vec<NewEvent>,
     reply: oneshot::Sender<Result<bool, StoreError>>,
+}
+
+/// What tells a retry from a reused txn id: SHA-256 over each event's id and JSON, each
+/// length-prefixed (so no two lists of events share a digest by concatenation).
+fn delivery_digest(events: &[NewEvent]) -> String {
+    let mut hash = Sha256::new();
+    for e in events {
+        for part in [&e.event_id, &e.json] {
+            hash.update((part.len() as u64).to_le_bytes());
+            hash.update(part.as_bytes());
+        }
+    }
+    hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Bounds of one group commit.
@@ -263,15 +281,18 @@ async fn insert_group(conn: &mut AnyConnection, group: &[IngestJob]) -> Result<V
     let mut tx = conn.begin().await?;
     let mut new = Vec::with_capacity(group.len());
     for job in group {
-        // A txn id seen before (even earlier in this group) changes nothing.
-        let inserted =
-            sqlx::query("INSERT INTO seen_txns (txn_id, received_at) VALUES ($1, $2) ON CONFLICT (txn_id) DO NOTHING")
-                .bind(&job.txn_id)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected()
-                == 1;
+        // A delivery seen before (even earlier in this group) changes nothing.
+        let inserted = sqlx::query(
+            "INSERT INTO seen_deliveries (txn_id, digest, received_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (txn_id, digest) DO NOTHING",
+        )
+        .bind(&job.txn_id)
+        .bind(&job.digest)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
         new.push(inserted);
         if !inserted {
             continue;
