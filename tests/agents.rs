@@ -973,3 +973,118 @@ async fn a_real_pi_with_the_skill_posts_as_its_ghost() {
     let tool_result = requests[1]["messages"].as_array().unwrap().iter().find(|m| m["role"] == "tool").unwrap();
     assert!(tool_result["content"].to_string().contains('$'), "the tool result shows the event id: {tool_result}");
 }
+
+/// Whether `value` fits `schema` of the OpenAPI document `doc` as far as the document says:
+/// types, required properties, enums, and the properties and items inside. `Err` says where not.
+fn conforms(doc: &Value, schema: &Value, value: &Value, at: &str) -> Result<(), String> {
+    if let Some(r) = schema["$ref"].as_str() {
+        let name = r.strip_prefix("#/components/schemas/").ok_or(format!("{at}: unknown $ref {r}"))?;
+        return conforms(doc, &doc["components"]["schemas"][name], value, at);
+    }
+    let fits = match schema["type"].as_str() {
+        Some("object") => value.is_object(),
+        Some("array") => value.is_array(),
+        Some("string") => value.is_string(),
+        Some("integer") => value.is_i64() || value.is_u64(),
+        Some("number") => value.is_number(),
+        Some("boolean") => value.is_boolean(),
+        _ => true,
+    };
+    if !fits {
+        return Err(format!("{at}: {value} is not of type {}", schema["type"]));
+    }
+    if let Some(choices) = schema["enum"].as_array()
+        && !choices.contains(value)
+    {
+        return Err(format!("{at}: {value} is none of {choices:?}"));
+    }
+    for required in schema["required"].as_array().into_iter().flatten() {
+        let key = required.as_str().unwrap();
+        if value.get(key).is_none() {
+            return Err(format!("{at}: no {key} in {value}"));
+        }
+    }
+    if let (Some(properties), Some(object)) = (schema["properties"].as_object(), value.as_object()) {
+        for (key, property) in properties {
+            if let Some(v) = object.get(key) {
+                conforms(doc, property, v, &format!("{at}.{key}"))?;
+            }
+        }
+    }
+    if let Some(items) = value.as_array() {
+        for (i, item) in items.iter().enumerate() {
+            conforms(doc, &schema["items"], item, &format!("{at}[{i}]"))?;
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_openapi_document_matches_the_running_server() {
+    let doc: Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/agent-api.openapi.json")).unwrap(),
+    )
+    .unwrap();
+    let w = World::start("").await;
+    let pi = w.token("pi").await;
+    let room = w.room_with_ghost("pi").await;
+    let http = reqwest::Client::new();
+    let mut checked = 0;
+    for (path, operations) in doc["paths"].as_object().unwrap() {
+        for (method, op) in operations.as_object().unwrap() {
+            let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let example = &op["x-example"];
+            let fill = |text: &str| text.replace("{room}", &room);
+            let mut url = path.clone();
+            for (name, value) in example["path"].as_object().into_iter().flatten() {
+                url = url.replace(&format!("{{{name}}}"), value.as_str().unwrap());
+            }
+            let query: Vec<(String, String)> = example["query"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(k, v)| (k.clone(), fill(v.as_str().unwrap())))
+                .collect();
+            let request = |token: Option<&str>| {
+                let mut r = http.request(method.clone(), format!("{}{url}", w.agent.url)).query(&query);
+                if let Some(token) = token {
+                    r = r.bearer_auth(token);
+                }
+                if let Some(body) = example.get("body") {
+                    r = r.json(&serde_json::from_str::<Value>(&fill(&body.to_string())).unwrap());
+                } else if let Some(raw) = example["raw"].as_str() {
+                    r = r.header("content-type", "text/plain").body(raw.to_owned());
+                }
+                r
+            };
+            let what = format!("{method} {path}");
+            // Without a token: the documented 401.
+            let r = request(None).send().await.unwrap();
+            assert_eq!(r.status(), 401, "{what} without a token");
+            let body: Value = r.json().await.unwrap();
+            conforms(&doc, &op["responses"]["401"]["content"]["application/json"]["schema"], &body, &what).unwrap();
+            // With one: a documented status, and a body of its schema.
+            let r = request(Some(&pi)).send().await.unwrap();
+            let status = r.status().as_u16().to_string();
+            let body: Value = r.json().await.unwrap_or(Value::Null);
+            let response = &op["responses"][&status];
+            assert!(response.is_object(), "{what} answered {status}, which the document does not list: {body}");
+            conforms(&doc, &response["content"]["application/json"]["schema"], &body, &what)
+                .unwrap_or_else(|e| panic!("{what} → {status}: {e}"));
+            // A method the document does not list on this path is a 405.
+            for other in [Method::GET, Method::POST, Method::PUT, Method::DELETE] {
+                if operations.get(other.as_str().to_lowercase()).is_none() {
+                    let r = http
+                        .request(other.clone(), format!("{}{url}", w.agent.url))
+                        .bearer_auth(&pi)
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(r.status(), 405, "{other} {path} is not documented, so not served");
+                }
+            }
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 11, "every operation was sent");
+}

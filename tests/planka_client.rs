@@ -1,5 +1,5 @@
 //! The Planka client against the fake Planka (tests/common/fake_planka.rs), which follows
-//! planka-api.md: authentication, the terms step, token expiry, boards, cards, comments, members,
+//! docs/planka.md: authentication, the terms step, token expiry, boards, cards, comments, members,
 //! errors, outages and v1 detection.
 
 mod common;

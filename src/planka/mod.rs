@@ -1,4 +1,4 @@
-//! Planka client (v2 REST API, see `planka-api.md`): boards, lists, cards, comments and card
+//! Planka client (v2 REST API, the facts it relies on: docs/planka.md): boards, lists, cards, comments and card
 //! members, authenticated with an API key or a password login.
 //!
 //! Every call has a timeout (invariant 7); keys, passwords and tokens live in [`Secret`]s and

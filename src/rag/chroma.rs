@@ -1,4 +1,4 @@
-//! ChromaDB client over its v2 HTTP API (facts in shared/chroma-api.md): one collection of message
+//! ChromaDB client over its v2 HTTP API (the facts it relies on: docs/chroma.md): one collection of message
 //! records, opened by name with cosine distance and then addressed by its uuid.
 //!
 //! Every call has the client's timeout (invariant 7) and is tried once: a transient error goes back

@@ -1,5 +1,5 @@
 //! A fake Planka v2.1.1 for tests (Planka itself cannot run here). It follows
-//! `/work/shared/planka-api.md` exactly, odd parts included: string ids, `{"item"|"items",
+//! `docs/planka.md` exactly, odd parts included: string ids, `{"item"|"items",
 //! "included"}` bodies, `{"code","message"}` errors, system lists with `null` name and position on
 //! every board, 400 without a card `type`, 422 without a `position`, `X-Api-Key` (the key as a
 //! Bearer token is refused), the terms step on a user's first password login.
