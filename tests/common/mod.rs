@@ -95,9 +95,34 @@ pub fn tools_dir() -> std::path::PathBuf {
         .unwrap_or_else(|| Path::new(&std::env::var("HOME").unwrap()).join(".cache/conclave"))
 }
 
-/// A fresh directory for one server or agent, under cargo's per-target tmp dir.
+/// A fresh directory for one server or agent, under cargo's per-target tmp dir:
+/// `conclave-tests/<test binary>/run-<pid>/<name>-…`. Only the latest run of each binary is kept
+/// (its logs are what one reads after a failure); runs whose process has ended are removed when
+/// the next run starts.
 pub fn scratch_dir(name: &str) -> std::path::PathBuf {
-    let base = Path::new(env!("CARGO_TARGET_TMPDIR")).join("conclave-tests");
-    std::fs::create_dir_all(&base).unwrap();
-    tempfile::Builder::new().prefix(&format!("{name}-")).tempdir_in(base).unwrap().keep()
+    tempfile::Builder::new().prefix(&format!("{name}-")).tempdir_in(run_dir()).unwrap().keep()
+}
+
+/// This test binary's run directory, made (and its earlier runs removed) on first use.
+fn run_dir() -> &'static Path {
+    static RUN: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    RUN.get_or_init(|| {
+        let exe = std::env::current_exe().unwrap();
+        let stem = exe.file_stem().unwrap().to_string_lossy();
+        // Cargo names test binaries `<name>-<hash>`.
+        let binary = stem.rsplit_once('-').map_or(&*stem, |(name, _)| name);
+        let base = Path::new(env!("CARGO_TARGET_TMPDIR")).join("conclave-tests").join(binary);
+        std::fs::create_dir_all(&base).unwrap();
+        for entry in std::fs::read_dir(&base).unwrap().flatten() {
+            let file_name = entry.file_name();
+            let pid = file_name.to_string_lossy().strip_prefix("run-").and_then(|p| p.parse::<u32>().ok());
+            // A run whose process is still alive (a parallel run of the same binary) stays.
+            if pid.is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists()) {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+        let run = base.join(format!("run-{}", std::process::id()));
+        std::fs::create_dir_all(&run).unwrap();
+        run
+    })
 }
