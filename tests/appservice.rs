@@ -431,3 +431,33 @@ async fn a_flood_of_commands_gets_one_notice_and_no_answers() {
     assert_eq!((pongs, notices), (3, 1), "{answered:?}");
     assert!(alice.replies_to(&room, &agent.user_id(), &last).await.is_empty(), "past the notice, silence");
 }
+
+/// A U+0000 in a message (legal JSON; Synapse delivers it) and in the txn id (`%00`) is stored and
+/// handled on PostgreSQL as on SQLite, and the `!ping` beside it is answered once (issue 18 point 1).
+#[tokio::test]
+async fn a_nul_in_a_message_or_txn_id_loses_nothing_on_postgresql() {
+    let database_url = postgres().fresh_database().await;
+    let agent =
+        Agent::start(synapse().slot(), Options { database_url: Some(database_url.clone()), ..Options::default() })
+            .await;
+    let alice = User::register("alice").await;
+    let room = alice.room_with(&agent.user_id()).await;
+    let event = |id: &str, body: &str| {
+        json!({"type": "m.room.message", "room_id": room, "event_id": id, "sender": alice.user_id,
+               "origin_server_ts": 1_700_000_000_000u64, "content": {"msgtype": "m.text", "body": body}})
+    };
+    let events =
+        json!({"events": [event("$nul-message", "a\u{0}b, and @agent what is 2+2?"), event("$nul-ping", "!ping")]});
+    let put = || agent.as_homeserver(Method::PUT, "/_matrix/app/v1/transactions/nul%00txn").json(&events).send();
+    assert_eq!(put().await.unwrap().status(), 200);
+    assert_eq!(put().await.unwrap().status(), 200, "the retry is acknowledged too");
+    let pong = alice.wait_reply(&room, &agent.user_id(), "$nul-ping").await;
+    assert!(body(&pong).contains("pong"), "{pong}");
+    sentinel(&alice, &room, &agent).await;
+    let replies = alice.messages_from(&room, &agent.user_id()).await;
+    let pongs = replies.iter().filter(|e| e["content"]["m.relates_to"]["m.in_reply_to"]["event_id"] == "$nul-ping");
+    assert_eq!(pongs.count(), 1, "answered once: {replies:?}");
+    let store = conclave_agent::store::Store::connect(&database_url).await.unwrap();
+    assert_eq!((store.inbox_len().await.unwrap(), store.dead_letter_count().await.unwrap()), (0, 0));
+    store.close().await;
+}

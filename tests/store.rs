@@ -541,3 +541,65 @@ async fn sqlite_prune_contract() {
 async fn postgres_prune_contract() {
     prune_contract(Store::connect(&postgres().fresh_database().await).await.unwrap()).await;
 }
+
+/// Every string the homeserver can send is storable, alike on both stores (issue 18 point 1): a
+/// NUL (legal JSON, and Synapse delivers it) becomes U+FFFD wherever it is decoded text; quotes,
+/// backslashes, SQL and a megabyte pass unchanged.
+async fn hostile_text(store: Store) {
+    let odd = "a\0b '; DROP TABLE inbox; -- \" \\ \u{1F600}";
+    let shown = odd.replace('\0', "\u{FFFD}");
+    let big = "x".repeat(1 << 20);
+    let json = serde_json::json!({ "body": odd }).to_string();
+    assert!(json.contains("\\u0000"), "the JSON carries the NUL escaped: {json}");
+
+    // A txn id with a NUL (`%00` in the path) is stored and its retry recognised.
+    assert!(store.ingest("t\0x", vec![ev("!h", "$n", &json), ev("!h", "$big", &big)]).await.unwrap());
+    assert!(!store.ingest("t\0x", vec![ev("!h", "$n", &json), ev("!h", "$big", &big)]).await.unwrap());
+    let items = claim_all(&store, &[]).await;
+    assert_eq!(items[0].event, json, "event JSON is kept byte for byte");
+    assert_eq!(items[1].event.len(), big.len());
+
+    // The decoded body (raw NUL) goes to the index queue in the step that removes the events.
+    let writes = [
+        IndexWrite::upsert("$n", "!h", "@u:s", 1, None, odd).into(),
+        IndexWrite::upsert("$big", "!h", "@u:s", 2, None, &big).into(),
+    ];
+    store.inbox_done(&[items[0].seq, items[1].seq], &writes).await.unwrap();
+    assert_eq!(store.inbox_len().await.unwrap(), 0);
+    let due = store.index_due(10).await.unwrap();
+    let body = |id: &str| match &due.iter().find(|j| j.event_id == id).unwrap().op {
+        IndexOp::Upsert { body, .. } => body.clone(),
+        IndexOp::Delete => panic!("an upsert"),
+    };
+    assert_eq!(body("$n"), shown);
+    assert_eq!(body("$big"), big);
+    store.index_done(&due).await.unwrap();
+
+    // An error text holding a NUL (it quotes the event) sets the event aside all the same.
+    assert!(store.ingest("t2", vec![ev("!h", "$d", "{}")]).await.unwrap());
+    let item = claim_all(&store, &[]).await.remove(0);
+    store.inbox_dead_letter(item.seq, odd).await.unwrap();
+    assert_eq!(store.dead_letters().await.unwrap()[0].error, shown);
+
+    // A history page holding such a message moves on (it does not retry forever).
+    assert!(store.backfill_start("!h", 10, false).await.unwrap());
+    let messages = [history("$old", odd)];
+    let page = BackfillPage { messages: &messages, events: 1, next_token: Some("t\0"), done: false };
+    store.backfill_page("!h", &page).await.unwrap();
+    assert_eq!(store.backfill("!h").await.unwrap().unwrap().fetched, 1);
+    assert_eq!(store.index_due(10).await.unwrap().len(), 1);
+    store.backfill_retry_at("!h", 0, odd).await.unwrap();
+    assert_eq!(store.backfill("!h").await.unwrap().unwrap().error.as_deref(), Some(shown.as_str()));
+    store.close().await;
+}
+
+#[tokio::test]
+async fn sqlite_stores_hostile_text() {
+    let dir = tempfile::tempdir().unwrap();
+    hostile_text(Store::connect(&format!("sqlite://{}/agent.db", dir.path().display())).await.unwrap()).await;
+}
+
+#[tokio::test]
+async fn postgres_stores_hostile_text() {
+    hostile_text(Store::connect(&postgres().fresh_database().await).await.unwrap()).await;
+}

@@ -1,7 +1,7 @@
 //! Coding agents' state: token hashes, the ghosts' own messages and joined rooms, idempotent
 //! sends, and the per-agent inbox (durable, ordered, bounded).
 
-use super::{Store, StoreError, now_ms};
+use super::{Store, StoreError, Text, now_ms};
 use sqlx::{AssertSqlSafe, FromRow};
 
 /// A stored token: its agent and the hash of its secret part.
@@ -195,8 +195,8 @@ impl Store {
         .bind(&row.agent)
         .bind(&row.room_id)
         .bind(&row.event_id)
-        .bind(&row.sender)
-        .bind(&row.body)
+        .bind(Text(&row.sender))
+        .bind(Text(&row.body))
         .bind(&row.thread_id)
         .bind(&row.reply_to)
         .bind(row.ts)
@@ -269,8 +269,8 @@ impl Store {
         .bind(&row.agent)
         .bind(&row.room_id)
         .bind(&row.event_id)
-        .bind(&row.title)
-        .bind(&row.text)
+        .bind(Text(&row.title))
+        .bind(Text(&row.text))
         .bind(&row.state)
         .bind(now_ms())
         .execute(&self.pool)
@@ -290,7 +290,7 @@ impl Store {
             "UPDATE agent_progress SET text = $2, state = $3, updated_at = $4 WHERE id = $1 AND state = 'running'",
         )
         .bind(id)
-        .bind(text)
+        .bind(Text(text))
         .bind(state)
         .bind(now_ms())
         .execute(&self.pool)

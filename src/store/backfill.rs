@@ -2,7 +2,7 @@
 //! time. A page's messages and the token of the next page are committed together, so a restart
 //! resumes at the page it had reached.
 
-use super::{Store, StoreError, now_ms};
+use super::{Store, StoreError, Text, now_ms};
 
 /// One room's backfill, as far as it got.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,12 +124,12 @@ impl Store {
                  SELECT $1, $2, $3, $4, $5, $6 WHERE NOT EXISTS (SELECT 1 FROM index_redacted WHERE event_id = $1) \
                  ON CONFLICT (event_id) DO NOTHING",
             )
-            .bind(&m.event_id)
+            .bind(Text(&m.event_id))
             .bind(room_id)
-            .bind(&m.sender)
+            .bind(Text(&m.sender))
             .bind(m.ts)
-            .bind(m.thread_id.as_deref())
-            .bind(&m.body)
+            .bind(m.thread_id.as_deref().map(Text))
+            .bind(Text(&m.body))
             .execute(&mut *tx)
             .await?;
         }
@@ -137,7 +137,7 @@ impl Store {
             "UPDATE backfills SET next_token = $1, fetched = fetched + $2, queued = queued + $3, done = $4, \
              error = NULL, attempts = 0, not_before = 0, updated_at = $5 WHERE room_id = $6",
         )
-        .bind(page.next_token)
+        .bind(page.next_token.map(Text))
         .bind(page.events)
         .bind(page.messages.len() as i64)
         .bind(i64::from(page.done))
@@ -155,7 +155,7 @@ impl Store {
             "UPDATE backfills SET attempts = attempts + 1, not_before = $1, error = $2, updated_at = $3 WHERE room_id = $4",
         )
         .bind(not_before_ms)
-        .bind(error)
+        .bind(Text(error))
         .bind(now_ms())
         .bind(room_id)
         .execute(&self.pool)
@@ -166,7 +166,7 @@ impl Store {
     /// Ends a backfill early, saying why.
     pub async fn backfill_stop(&self, room_id: &str, error: &str) -> Result<(), StoreError> {
         sqlx::query("UPDATE backfills SET done = 1, error = $1, updated_at = $2 WHERE room_id = $3")
-            .bind(error)
+            .bind(Text(error))
             .bind(now_ms())
             .bind(room_id)
             .execute(&self.pool)

@@ -1,6 +1,6 @@
 //! Seen transaction ids and the durable event inbox (invariant 1).
 
-use super::{DbKind, Store, StoreError, Write, index, jobs, now_ms};
+use super::{DbKind, Store, StoreError, Text, Write, index, jobs, now_ms};
 // Dynamic SQL here only ever adds numbered placeholders; values are always bound.
 use sha2::{Digest, Sha256};
 use sqlx::{AnyConnection, AnyPool, AssertSqlSafe, Connection, Executor, FromRow};
@@ -154,7 +154,7 @@ impl Store {
              SELECT seq, room_id, event_id, event, $1, $2 FROM inbox WHERE seq = $3 \
              ON CONFLICT (seq) DO NOTHING",
         )
-        .bind(error)
+        .bind(Text(error))
         .bind(now_ms())
         .bind(seq)
         .execute(&mut *tx)
@@ -286,7 +286,7 @@ async fn insert_group(conn: &mut AnyConnection, group: &[IngestJob]) -> Result<V
             "INSERT INTO seen_deliveries (txn_id, digest, received_at) VALUES ($1, $2, $3) \
              ON CONFLICT (txn_id, digest) DO NOTHING",
         )
-        .bind(&job.txn_id)
+        .bind(Text(&job.txn_id))
         .bind(&job.digest)
         .bind(now)
         .execute(&mut *tx)
@@ -308,7 +308,7 @@ async fn insert_group(conn: &mut AnyConnection, group: &[IngestJob]) -> Result<V
             }
             let mut q = sqlx::query(AssertSqlSafe(sql));
             for e in chunk {
-                q = q.bind(&e.room_id).bind(&e.event_id).bind(&e.json).bind(now);
+                q = q.bind(Text(&e.room_id)).bind(Text(&e.event_id)).bind(&e.json).bind(now);
             }
             q.execute(&mut *tx).await?;
         }

@@ -2,7 +2,7 @@
 //! from it. The indexer takes due jobs in order and removes them only after Chroma accepted them,
 //! so a crash or an outage of the embedder or Chroma loses nothing.
 
-use super::{Store, StoreError, now_ms};
+use super::{Store, StoreError, Text, now_ms};
 use sqlx::AnyConnection;
 
 /// What to do with one event's record.
@@ -72,9 +72,9 @@ pub(super) async fn remember_edit(
         "INSERT INTO index_edits (edit_event_id, original_event_id, room_id, edited_at) VALUES ($1, $2, $3, $4) \
          ON CONFLICT (edit_event_id) DO NOTHING",
     )
-    .bind(edit)
-    .bind(original)
-    .bind(room_id)
+    .bind(Text(edit))
+    .bind(Text(original))
+    .bind(Text(room_id))
     .bind(now_ms())
     .execute(&mut *conn)
     .await?;
@@ -85,7 +85,7 @@ impl Store {
     /// The message `edit` replaced the text of, if it is an indexed edit.
     pub async fn edit_original(&self, edit: &str) -> Result<Option<String>, StoreError> {
         Ok(sqlx::query_scalar("SELECT original_event_id FROM index_edits WHERE edit_event_id = $1")
-            .bind(edit)
+            .bind(Text(edit))
             .fetch_optional(&self.pool)
             .await?)
     }
@@ -100,12 +100,12 @@ pub(super) async fn apply_write(conn: &mut AnyConnection, write: &IndexWrite) ->
                  ON CONFLICT (event_id) DO UPDATE SET body = excluded.body, rev = index_jobs.rev + 1, attempts = 0, \
                  not_before = 0 WHERE index_jobs.is_delete = 0",
             )
-            .bind(event_id)
-            .bind(room_id)
-            .bind(sender)
+            .bind(Text(event_id))
+            .bind(Text(room_id))
+            .bind(Text(sender))
             .bind(ts)
-            .bind(thread_id)
-            .bind(body)
+            .bind(thread_id.as_deref().map(Text))
+            .bind(Text(body))
             .execute(&mut *conn)
             .await?;
         }
@@ -115,8 +115,8 @@ pub(super) async fn apply_write(conn: &mut AnyConnection, write: &IndexWrite) ->
                 "INSERT INTO index_redacted (event_id, room_id, redacted_at) VALUES ($1, $2, $3) \
                  ON CONFLICT (event_id) DO NOTHING",
             )
-            .bind(event_id)
-            .bind(room_id)
+            .bind(Text(event_id))
+            .bind(Text(room_id))
             .bind(now_ms())
             .execute(&mut *conn)
             .await?;
@@ -125,8 +125,8 @@ pub(super) async fn apply_write(conn: &mut AnyConnection, write: &IndexWrite) ->
                  ON CONFLICT (event_id) DO UPDATE SET is_delete = 1, body = '', rev = index_jobs.rev + 1, \
                  attempts = 0, not_before = 0",
             )
-            .bind(event_id)
-            .bind(room_id)
+            .bind(Text(event_id))
+            .bind(Text(room_id))
             .execute(&mut *conn)
             .await?;
         }
@@ -195,7 +195,7 @@ impl Store {
     pub async fn index_fail(&self, job: &IndexJob, error: &str) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         let removed = sqlx::query("DELETE FROM index_jobs WHERE event_id = $1 AND rev = $2")
-            .bind(&job.event_id)
+            .bind(Text(&job.event_id))
             .bind(job.rev)
             .execute(&mut *tx)
             .await?;
@@ -205,9 +205,9 @@ impl Store {
                 "INSERT INTO index_failures (event_id, room_id, error, failed_at) VALUES ($1, $2, $3, $4) \
                  ON CONFLICT (event_id) DO UPDATE SET error = excluded.error, failed_at = excluded.failed_at",
             )
-            .bind(&job.event_id)
-            .bind(&job.room_id)
-            .bind(error)
+            .bind(Text(&job.event_id))
+            .bind(Text(&job.room_id))
+            .bind(Text(error))
             .bind(now_ms())
             .execute(&mut *tx)
             .await?;
@@ -219,7 +219,7 @@ impl Store {
     /// Messages of `room_id` given up on (see [`Store::index_fail`]).
     pub async fn index_failed(&self, room_id: &str) -> Result<i64, StoreError> {
         Ok(sqlx::query_scalar("SELECT COUNT(*) FROM index_failures WHERE room_id = $1")
-            .bind(room_id)
+            .bind(Text(room_id))
             .fetch_one(&self.pool)
             .await?)
     }
@@ -227,7 +227,7 @@ impl Store {
     /// Jobs waiting, due or backing off: of one room, or of all.
     pub async fn index_backlog(&self, room_id: Option<&str>) -> Result<i64, StoreError> {
         Ok(sqlx::query_scalar("SELECT COUNT(*) FROM index_jobs WHERE $1 IS NULL OR room_id = $1")
-            .bind(room_id)
+            .bind(room_id.map(Text))
             .fetch_one(&self.pool)
             .await?)
     }

@@ -4,7 +4,7 @@
 //! per trigger. Workers claim jobs one at a time (counting an attempt), record the messages the job
 //! posted, and finish it; a cancel is a flag the workers act on.
 
-use super::{Store, StoreError, now_ms};
+use super::{Store, StoreError, Text, now_ms};
 use sqlx::{AnyConnection, FromRow};
 
 /// Where a job is in its life.
@@ -153,10 +153,10 @@ pub(super) async fn insert(conn: &mut AnyConnection, job: &NewJob) -> Result<(),
     .bind(&job.kind)
     .bind(&job.room_id)
     .bind(&job.trigger_event_id)
-    .bind(&job.sender)
-    .bind(&job.trigger_event)
-    .bind(&job.payload)
-    .bind(&job.label)
+    .bind(Text(&job.sender))
+    .bind(Text(&job.trigger_event))
+    .bind(Text(&job.payload))
+    .bind(Text(&job.label))
     .bind(now_ms())
     .execute(&mut *conn)
     .await?;
@@ -255,7 +255,7 @@ impl Store {
         debug_assert!(state.is_final());
         sqlx::query("UPDATE jobs SET state = $1, error = $2, finished_at = $3 WHERE id = $4")
             .bind(state.as_str())
-            .bind(error)
+            .bind(error.map(Text))
             .bind(now_ms())
             .bind(id)
             .execute(&self.pool)
@@ -269,7 +269,7 @@ impl Store {
             "UPDATE jobs SET state = 'queued', not_before = $1, error = $2 WHERE id = $3 AND state = 'running'",
         )
         .bind(not_before_ms)
-        .bind(error)
+        .bind(Text(error))
         .bind(id)
         .execute(&self.pool)
         .await?;

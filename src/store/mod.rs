@@ -106,6 +106,29 @@ pub struct Store {
     settings: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, RoomSettings>>>,
 }
 
+/// Text from outside (the homeserver, a room member, a coding agent) as the store writes it:
+/// PostgreSQL's `text` cannot hold U+0000, so a NUL becomes U+FFFD, on both stores alike (the
+/// same behaviour whichever is configured). Binding it costs what binding a `&str` does: sqlx
+/// copies every text argument anyway.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Text<'a>(pub &'a str);
+
+impl sqlx::Type<sqlx::Any> for Text<'_> {
+    fn type_info() -> sqlx::any::AnyTypeInfo {
+        <str as sqlx::Type<sqlx::Any>>::type_info()
+    }
+}
+
+impl sqlx::Encode<'_, sqlx::Any> for Text<'_> {
+    fn encode_by_ref(
+        &self,
+        buf: &mut <sqlx::Any as sqlx::Database>::ArgumentBuffer,
+    ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+        let text = if self.0.contains('\0') { self.0.replace('\0', "\u{FFFD}") } else { self.0.to_owned() };
+        <String as sqlx::Encode<sqlx::Any>>::encode(text, buf)
+    }
+}
+
 /// Milliseconds since the Unix epoch, the time unit of every column.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)

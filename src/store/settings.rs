@@ -1,6 +1,6 @@
 //! Per-room settings (model, system prompt, indexing) and the token-use ledger.
 
-use super::{Store, StoreError, now_ms};
+use super::{Store, StoreError, Text, now_ms};
 use serde::{Deserialize, Serialize};
 
 /// What admins set per room; `None` means the configured default.
@@ -77,7 +77,7 @@ impl Store {
         .bind(today())
         .bind(room_id)
         .bind(user_id)
-        .bind(model)
+        .bind(Text(model))
         .bind(prompt_tokens)
         .bind(completion_tokens)
         .execute(&self.pool)
