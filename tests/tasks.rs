@@ -85,12 +85,21 @@ impl World {
     }
 
     async fn webhook(&self, token: Option<&str>, delivery: &Value) -> u16 {
+        self.webhook_answer(token, delivery).await.0
+    }
+
+    /// The webhook's status and errcode (every answer is Matrix JSON).
+    async fn webhook_answer(&self, token: Option<&str>, delivery: &Value) -> (u16, String) {
         let mut request =
             reqwest::Client::new().post(format!("{}/conclave/v1/planka/webhook", self.agent.url)).json(delivery);
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
-        request.send().await.unwrap().status().as_u16()
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        let body: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text}"));
+        (status, body["errcode"].as_str().unwrap_or_default().to_owned())
     }
 
     /// The agent's Planka notices in `room`.
@@ -255,6 +264,11 @@ async fn planka_webhook_notifies_bound_rooms_once_and_not_the_agents_own_changes
     assert_eq!(w.webhook(None, &created).await, 401);
     assert_eq!(w.webhook(Some("wrong-token"), &created).await, 403);
     assert_eq!(w.webhook(Some(WEBHOOK_TOKEN), &created).await, 200);
+    // Too big: the token is checked first, and each refusal is Matrix JSON (issue 18 point 6).
+    let huge = json!({"event": "cardCreate", "pad": "x".repeat(300 * 1024)});
+    assert_eq!(w.webhook_answer(None, &huge).await, (401, "M_UNAUTHORIZED".into()));
+    assert_eq!(w.webhook_answer(Some("wrong-token"), &huge).await, (403, "M_FORBIDDEN".into()));
+    assert_eq!(w.webhook_answer(Some(WEBHOOK_TOKEN), &huge).await, (413, "M_TOO_LARGE".into()));
     // Planka may deliver the same body twice: the room still sees it once.
     assert_eq!(w.webhook(Some(WEBHOOK_TOKEN), &created).await, 200);
     let moved = delivery(&w, "cardUpdate", &w.alice_planka_id, "Ship it", &w.done, Some(&w.todo));

@@ -43,6 +43,16 @@ impl ApiError {
         Self::new(status, "M_UNRECOGNIZED", "unrecognized request")
     }
 
+    /// A body that could not be read: over its route's limit (413 `M_TOO_LARGE`, saying what the
+    /// limit is about), or cut off (400 `errcode`).
+    pub fn body_rejected(e: &axum::extract::rejection::BytesRejection, too_large: &str, errcode: &'static str) -> Self {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Self::new(StatusCode::PAYLOAD_TOO_LARGE, "M_TOO_LARGE", too_large)
+        } else {
+            Self::new(StatusCode::BAD_REQUEST, errcode, format!("cannot read the body: {e}"))
+        }
+    }
+
     /// An internal failure: the details go to the log, the caller gets a generic message.
     pub fn internal(context: &str, err: impl std::fmt::Display) -> Self {
         tracing::error!(error = %err, "{context}");

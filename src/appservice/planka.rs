@@ -12,6 +12,7 @@ use crate::strings;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, StatusCode};
 use ruma::RoomId;
 use ruma::events::room::message::RoomMessageEventContent;
@@ -21,8 +22,13 @@ use sha2::{Digest, Sha256};
 /// Deliveries carry one card or comment with a few included names; anything bigger is not Planka.
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
 
-/// `POST /conclave/v1/planka/webhook`
-pub async fn webhook(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Json<Value>, ApiError> {
+/// `POST /conclave/v1/planka/webhook`. The token is checked before the body's size or shape, so a
+/// caller without it learns nothing about what the endpoint accepts.
+pub async fn webhook(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
     let ctx = &state.context;
     let expected = &ctx.config.planka.webhook_token;
     if expected.is_empty() {
@@ -35,6 +41,8 @@ pub async fn webhook(State(state): State<AppState>, headers: HeaderMap, body: By
     if !expected.matches(&token) {
         return Err(ApiError::new(StatusCode::FORBIDDEN, "M_FORBIDDEN", "wrong webhook token"));
     }
+    let too_large = format!("a Planka delivery is at most {} KiB", MAX_BODY_BYTES / 1024);
+    let body = body.map_err(|e| ApiError::body_rejected(&e, &too_large, "M_BAD_JSON"))?;
     let delivery: Delivery = serde_json::from_slice(&body)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "M_BAD_JSON", format!("not a Planka delivery: {e}")))?;
     let Some(notice) = notice(&delivery) else {

@@ -40,13 +40,7 @@ pub async fn put_transaction(
     Path(txn_id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let body = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "M_TOO_LARGE", "transaction body too large")
-        } else {
-            ApiError::new(StatusCode::BAD_REQUEST, "M_BAD_JSON", format!("cannot read body: {e}"))
-        }
-    })?;
+    let body = body.map_err(|e| ApiError::body_rejected(&e, "transaction body too large", "M_BAD_JSON"))?;
     let txn: Transaction = serde_json::from_slice(&body).map_err(|e| {
         let errcode = if e.is_data() { "M_BAD_JSON" } else { "M_NOT_JSON" };
         ApiError::new(StatusCode::BAD_REQUEST, errcode, format!("invalid transaction: {e}"))

@@ -85,13 +85,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
 
 /// A body within its route's limit.
 pub fn raw_body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
-    body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "M_TOO_LARGE", "request body too large")
-        } else {
-            ApiError::new(StatusCode::BAD_REQUEST, "M_NOT_JSON", format!("cannot read the body: {e}"))
-        }
-    })
+    body.map_err(|e| ApiError::body_rejected(&e, "request body too large", "M_NOT_JSON"))
 }
 
 impl From<AgentError> for ApiError {
