@@ -40,6 +40,7 @@ pub async fn serve(
     let agents = tokio::spawn(crate::agents::run(ctx.clone(), stopped.clone()));
     let backfill = tokio::spawn(backfill::run(ctx.clone(), stopped));
     tokio::spawn(announce(ctx.clone()));
+    tokio::spawn(ping_on_recovery(ctx.clone(), stop.subscribe()));
 
     let state = AppState {
         store: store.clone(),
@@ -71,15 +72,36 @@ pub async fn serve(
     Ok(())
 }
 
-/// At start: the agent's display name, and whether the homeserver can reach us.
+/// At start: whether the homeserver can reach us, then the agent's display name. The ping comes
+/// first: Synapse retries the transactions it could not deliver at once after a successful ping,
+/// instead of after its back-off (2, 4, 8 … s), so messages sent while the agent was down are
+/// answered as soon as it is back.
 async fn announce(ctx: Arc<Context>) {
+    ping(&ctx).await;
     let sender = ctx.namespace.sender();
     if let Err(e) = ctx.matrix.set_display_name(sender, &ctx.config.appservice.display_name).await {
         tracing::warn!(error = %e, "cannot set the agent's display name");
     }
+}
+
+async fn ping(ctx: &Context) {
     match ctx.matrix.ping_appservice(&ctx.config.appservice.id).await {
         Ok(rtt) => tracing::info!(rtt_ms = rtt.as_millis() as u64, "the homeserver reaches the agent"),
         Err(e) => tracing::error!(error = %e, "{}", diagnose_ping(&e, &ctx.config)),
+    }
+}
+
+/// After the homeserver was unreachable (restarted, or the network between us was down), it may
+/// be backing off its deliveries to us too: a ping makes it deliver now.
+async fn ping_on_recovery(ctx: Arc<Context>, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            () = ctx.matrix.recovered() => {
+                tracing::info!("the homeserver answers again; asking it to deliver what waits");
+                ping(&ctx).await;
+            }
+            _ = stop.changed() => return,
+        }
     }
 }
 

@@ -28,7 +28,10 @@ use ruma::events::room::message::{Relation, RoomMessageEventContent};
 use ruma::serde::Raw;
 use ruma::{EventId, OwnedEventId, OwnedUserId, RoomId, TransactionId, UInt, UserId};
 use std::borrow::Cow;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+use tokio::sync::Notify;
 
 /// Attempts per request, the first included.
 const MAX_ATTEMPTS: u32 = 5;
@@ -108,6 +111,10 @@ pub struct MatrixClient {
     as_token: Secret,
     timeout: Duration,
     versions: SupportedVersions,
+    /// Whether the last call failed for the homeserver's sake; the first success after that
+    /// wakes [`MatrixClient::recovered`], whoever made the call.
+    failing: Arc<AtomicBool>,
+    recovery: Arc<Notify>,
 }
 
 impl MatrixClient {
@@ -123,7 +130,21 @@ impl MatrixClient {
             versions: [MatrixVersion::V1_1, MatrixVersion::V1_11].into_iter().collect(),
             features: Default::default(),
         };
-        Ok(Self { http, base_url: base_url.trim_end_matches('/').to_owned(), as_token, timeout, versions })
+        Ok(Self {
+            http,
+            base_url: base_url.trim_end_matches('/').to_owned(),
+            as_token,
+            timeout,
+            versions,
+            failing: Arc::default(),
+            recovery: Arc::default(),
+        })
+    }
+
+    /// Resolves when a call succeeds after calls failed because the homeserver was unreachable,
+    /// timed out or answered 5xx/429 (it was down, or the network between us was).
+    pub async fn recovered(&self) {
+        self.recovery.notified().await;
     }
 
     pub fn base_url(&self) -> &str {
@@ -168,6 +189,9 @@ impl MatrixClient {
             let endpoint = http_request.uri().path().to_owned();
             let (err, retry_after) = match self.execute(http_request).await {
                 Ok(response) if response.status().is_success() => {
+                    if self.failing.swap(false, Ordering::Relaxed) {
+                        self.recovery.notify_one();
+                    }
                     return R::IncomingResponse::try_from_http_response(response)
                         .map_err(|e| MatrixError::Response(format!("{endpoint}: {e}")));
                 }
@@ -178,6 +202,9 @@ impl MatrixClient {
                 Err(e) => (e, None),
             };
             if !err.is_transient() || attempt >= max_attempts {
+                if err.is_transient() {
+                    self.failing.store(true, Ordering::Relaxed);
+                }
                 return Err(err);
             }
             let wait = retry_after.map(|d| d.min(MAX_RETRY_AFTER)).unwrap_or(backoff);
