@@ -98,6 +98,14 @@ pub struct Appservice {
     /// Largest transaction body accepted, in bytes. Default 32 MiB.
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
+    /// Seconds a client has to send a request's headers (also how long a kept-alive connection may
+    /// sit idle), and again its body; a slower one is disconnected. Default 30.
+    #[serde(default = "default_read_timeout_secs")]
+    pub read_timeout_secs: u64,
+    /// Connections open at once on the port (the homeserver's and the coding agents'); a new one
+    /// beyond it is closed at once. Default 1024.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -471,6 +479,12 @@ fn default_alias_prefix() -> String {
 fn default_display_name() -> String {
     "Agent".into()
 }
+fn default_read_timeout_secs() -> u64 {
+    30
+}
+fn default_max_connections() -> usize {
+    1024
+}
 fn default_max_body_bytes() -> usize {
     32 * 1024 * 1024
 }
@@ -587,6 +601,12 @@ impl Config {
         }
         if a.max_body_bytes < 1024 {
             return Err(ConfigError::key("appservice.max_body_bytes", "must be at least 1024"));
+        }
+        if a.read_timeout_secs == 0 {
+            return Err(ConfigError::key("appservice.read_timeout_secs", "must be at least 1"));
+        }
+        if a.max_connections == 0 {
+            return Err(ConfigError::key("appservice.max_connections", "must be at least 1"));
         }
         crate::store::DbKind::from_url(self.database.url.expose())
             .map_err(|reason| ConfigError::key("database.url", reason))?;

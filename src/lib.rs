@@ -51,6 +51,7 @@ pub mod ghosts;
 pub mod guard;
 pub mod handler;
 pub mod jobs;
+pub mod listener;
 pub mod llm;
 pub mod matrix;
 pub mod ops;

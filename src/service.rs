@@ -52,12 +52,11 @@ pub async fn serve(
     };
     let addr = listener.local_addr()?;
     tracing::info!(%addr, user = %ctx.namespace.sender(), "appservice listening");
-    // No Nagle delay on small responses (an ack is a few bytes after the headers).
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, appservice::router(state, max_body))
-        .with_graceful_shutdown(shutdown)
+    let limits = crate::listener::Limits {
+        read_timeout: Duration::from_secs(ctx.config.appservice.read_timeout_secs),
+        max_connections: ctx.config.appservice.max_connections,
+    };
+    crate::listener::serve(listener, appservice::router(state, max_body), limits, shutdown)
         .await
         .context("HTTP server failed")?;
 

@@ -521,3 +521,63 @@ async fn the_agent_pings_the_homeserver_when_it_answers_again() {
     })
     .await;
 }
+
+/// A connection that sends nothing, or its headers a byte at a time, is closed after
+/// `appservice.read_timeout_secs`; beyond `appservice.max_connections` a new one is closed at once;
+/// the port serves again afterwards (issue 18 point 5).
+#[tokio::test]
+async fn idle_slow_and_surplus_connections_are_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+    let env = [("READ_TIMEOUT_SECS", "3"), ("MAX_CONNECTIONS", "8")];
+    let env = env.iter().map(|(k, v)| (format!("CONCLAVE_APPSERVICE__{k}"), v.to_string())).collect();
+    let agent = Agent::start(synapse().slot(), Options { env, ..Options::default() }).await;
+    let addr = agent.url.trim_start_matches("http://").to_owned();
+    /// Whether the server closes `stream` within `wait`.
+    async fn closed_within(stream: &mut TcpStream, wait: Duration) -> bool {
+        let mut buf = [0u8; 256];
+        loop {
+            match tokio::time::timeout(wait, stream.read(&mut buf)).await {
+                Ok(Ok(0) | Err(_)) => return true,
+                Ok(Ok(_)) => continue, // a 408 before the close is fine
+                Err(_) => return false,
+            }
+        }
+    }
+
+    // Beyond the limit, a new connection is closed at once (the homeserver may hold one too).
+    let mut open = Vec::new();
+    let refused = loop {
+        let mut stream = TcpStream::connect(&addr).await.unwrap();
+        if closed_within(&mut stream, Duration::from_millis(150)).await {
+            break open.len();
+        }
+        open.push(stream);
+        assert!(open.len() <= 8, "a ninth connection was kept open");
+    };
+    assert!(refused >= 6, "only {refused} connections were kept");
+
+    // Idle ones are closed after the read timeout, not before.
+    let start = std::time::Instant::now();
+    for stream in &mut open {
+        assert!(closed_within(stream, Duration::from_secs(10)).await, "an idle connection stayed open");
+    }
+    assert!(start.elapsed() >= Duration::from_secs(1), "closed too early: {:?}", start.elapsed());
+
+    // Headers at a byte every 500 ms never finish within the timeout.
+    let mut slow = TcpStream::connect(&addr).await.unwrap();
+    let start = std::time::Instant::now();
+    let request = b"GET /health HTTP/1.1\r\nHost: agent\r\nX-Padding: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
+    let mut closed = false;
+    for byte in request {
+        if slow.write_all(&[*byte]).await.is_err() || closed_within(&mut slow, Duration::from_millis(500)).await {
+            closed = true;
+            break;
+        }
+    }
+    assert!(closed, "a byte-a-second client was served for {:?}", start.elapsed());
+    assert!(start.elapsed() < Duration::from_secs(10), "closed only after {:?}", start.elapsed());
+
+    // The port serves as before.
+    assert_eq!(reqwest::get(format!("{}/health", agent.url)).await.unwrap().status(), 200);
+}
