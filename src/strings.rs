@@ -1,6 +1,8 @@
 //! Every text the agent shows to people, in one place, so wording stays consistent and tests can
 //! refer to it.
 
+use crate::matrix::markdown::code;
+
 /// `!help`: the commands that exist today.
 pub fn help() -> String {
     "**Commands** (`!` is the prefix; `/x` sent as a message works too)\n\
@@ -124,14 +126,16 @@ pub fn ask_needs_a_question() -> String {
 }
 
 /// The model could not be asked at all.
+/// Names from outside (models, cards) as code spans: a backtick in one cannot end its span.
+fn code_list(names: &[String]) -> String {
+    names.iter().map(|n| code(n)).collect::<Vec<_>>().join(", ")
+}
+
 pub fn llm_failed(error: &str, available: Option<&[String]>) -> String {
     let mut text = format!("I could not answer: {error}.");
     match available {
         Some(models) if !models.is_empty() => {
-            text.push_str(&format!(
-                " Models on that server: {}.",
-                models.iter().map(|m| format!("`{m}`")).collect::<Vec<_>>().join(", ")
-            ));
+            text.push_str(&format!(" Models on that server: {}.", code_list(models)));
             text.push_str(" An operator can set `llm.chat_model`.");
         }
         _ => text.push_str(" Check that the model server is running, then ask again."),
@@ -165,30 +169,24 @@ pub fn admins_only(what: &str) -> String {
 }
 
 pub fn models(current: &str, available: Result<&[String], String>) -> String {
-    let mut text = format!("This room uses `{current}`.");
+    let mut text = format!("This room uses {}.", code(current));
     match available {
-        Ok(models) => text.push_str(&format!(
-            " Available: {}.",
-            models.iter().map(|m| format!("`{m}`")).collect::<Vec<_>>().join(", ")
-        )),
+        Ok(models) => text.push_str(&format!(" Available: {}.", code_list(models))),
         Err(e) => text.push_str(&format!(" I cannot list the others: {e}.")),
     }
     text
 }
 
 pub fn model_set(model: &str) -> String {
-    format!("This room now uses `{model}`.")
+    format!("This room now uses {}.", code(model))
 }
 
 pub fn model_reset(default: &str) -> String {
-    format!("This room uses the default model again, `{default}`.")
+    format!("This room uses the default model again, {}.", code(default))
 }
 
 pub fn unknown_model(model: &str, available: &[String]) -> String {
-    format!(
-        "There is no model `{model}` on the model server. Available: {}.",
-        available.iter().map(|m| format!("`{m}`")).collect::<Vec<_>>().join(", ")
-    )
+    format!("There is no model {} on the model server. Available: {}.", code(model), code_list(available))
 }
 
 pub fn cannot_check_model(error: &str) -> String {
@@ -357,7 +355,7 @@ pub fn user_queue_full(max: usize) -> String {
 }
 
 pub fn answered_by_fallback(model: &str) -> String {
-    format!("\n\n_(answered by the fallback model `{model}`: the main model server is not answering)_")
+    format!("\n\n_(answered by the fallback model {}: the main model server is not answering)_", code(model))
 }
 
 // ---- Planka: `!task` and `!board` ----

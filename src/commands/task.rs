@@ -283,7 +283,7 @@ async fn resolve_card(
     };
     let card = match tasks.client.card(&card_id).await {
         Ok(card) => card,
-        Err(PlankaError::NotFound { .. }) => return Err(unknown(format!("`{card_id}`")).await),
+        Err(PlankaError::NotFound { .. }) => return Err(unknown(crate::matrix::markdown::code(&card_id)).await),
         Err(e) => return Err(e.into()),
     };
     if card.board_id != binding.board_id {

@@ -38,6 +38,17 @@ fn escape(text: &str) -> String {
     out
 }
 
+/// `text` as one inline code span, whatever backticks it holds: the fence is one backtick longer
+/// than its longest run, and padded when the text begins or ends with one (CommonMark's rule).
+/// For names from outside (a model, a card) put into the agent's Markdown.
+pub fn code(text: &str) -> String {
+    let text = text.replace(['\n', '\r'], " ");
+    let longest = text.split(|c| c != '`').map(str::len).max().unwrap_or(0);
+    let fence = "`".repeat(longest + 1);
+    let pad = if text.starts_with('`') || text.ends_with('`') { " " } else { "" };
+    format!("{fence}{pad}{text}{pad}{fence}")
+}
+
 /// A text (or notice) message of `markdown`, its HTML made by [`to_html`].
 pub fn content(markdown: &str, notice: bool) -> RoomMessageEventContent {
     match (to_html(markdown), notice) {
@@ -51,6 +62,16 @@ pub fn content(markdown: &str, notice: bool) -> RoomMessageEventContent {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_code_span_holds_any_name_whole() {
+        for name in ["llama3", "a`b", "`start", "end`", "x` **bold** [l](https://evil) `y", "``"] {
+            let html = to_html(&format!("uses {}.", code(name))).unwrap();
+            let inner = html.strip_prefix("uses <code>").and_then(|h| h.strip_suffix("</code>.")).unwrap();
+            assert_eq!(inner, escape(name).trim(), "{name:?} → {html}");
+        }
+        assert_eq!(code("two\nlines"), "`two lines`");
+    }
 
     #[test]
     fn plain_text_has_no_html() {
