@@ -831,10 +831,45 @@ mod tests {
 
     #[test]
     fn toml_round_trip_keeps_every_value() {
-        let c = Config::from_toml(MINIMAL).unwrap();
+        // Every secret set, each to its own value: `Debug` prints them all as `***`, so the
+        // values themselves are compared.
+        let text = format!(
+            "{MINIMAL}\n[database]\nurl = \"postgres://u:db-pass-3@h/d\"\n[llm]\napi_key = \"llm-key-4\"\n\
+             [llm.fallback]\nbase_url = \"http://f/v1\"\nchat_model = \"s\"\napi_key = \"fallback-key-5\"\n\
+             [planka]\napi_key = \"planka-key-6\"\npassword = \"planka-pass-7\"\nwebhook_token = \"hook-8\"\n\
+             [chroma]\ntoken = \"chroma-9\"\n"
+        );
+        let c = Config::from_toml(&text).unwrap();
         let again = Config::from_toml(&c.to_toml()).unwrap();
-        assert_eq!(format!("{c:?}"), format!("{again:?}"));
-        assert_eq!(again.appservice.as_token.expose(), "as-secret-1");
+        assert_eq!(c.to_toml(), again.to_toml());
+        let secrets = |c: &Config| {
+            let fallback = c.llm.fallback.as_ref().unwrap();
+            [
+                &c.appservice.as_token,
+                &c.appservice.hs_token,
+                &c.database.url,
+                &c.llm.api_key,
+                &fallback.api_key,
+                &c.planka.api_key,
+                &c.planka.password,
+                &c.planka.webhook_token,
+                &c.chroma.token,
+            ]
+            .map(|s| s.expose().to_owned())
+        };
+        let expected = [
+            "as-secret-1",
+            "hs-secret-2",
+            "postgres://u:db-pass-3@h/d",
+            "llm-key-4",
+            "fallback-key-5",
+            "planka-key-6",
+            "planka-pass-7",
+            "hook-8",
+            "chroma-9",
+        ];
+        assert_eq!(secrets(&c), expected);
+        assert_eq!(secrets(&again), expected);
     }
 
     #[test]

@@ -66,3 +66,14 @@ pub mod store;
 pub mod strings;
 pub mod syntax;
 pub mod work;
+
+/// Helpers for the unit tests.
+#[cfg(test)]
+pub(crate) mod test_support {
+    /// A loopback port nothing listens on: bound, read back and closed again (no port is assumed
+    /// closed on every machine).
+    pub fn closed_port() -> u16 {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+        listener.local_addr().expect("its address").port()
+    }
+}

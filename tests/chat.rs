@@ -130,8 +130,11 @@ async fn threads_stay_threaded_and_chatter_is_ignored() {
         .unwrap();
     assert_eq!(answer["content"]["m.relates_to"]["rel_type"], "m.thread");
     assert_eq!(answer["content"]["m.relates_to"]["event_id"], root.as_str());
-    // The model's <think> block is never shown, in the message or any edit.
-    assert!(timeline.iter().all(|e| !e.to_string().contains("think")), "a think block leaked");
+    // The model's <think> block is never shown, in the message or any edit: neither its tags nor
+    // its text (the fake's reasoning is "I should be brief.").
+    for leak in ["think", "should be brief"] {
+        assert!(timeline.iter().all(|e| !e.to_string().contains(leak)), "{leak:?} leaked");
+    }
     assert!(alice.replies_to(&room, &agent.user_id(), &chatter).await.is_empty(), "answered plain chatter");
     assert_eq!(llm.requests().len(), 1, "only the addressed message reached the model");
 }

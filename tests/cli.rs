@@ -54,7 +54,19 @@ fn init_writes_a_private_valid_config_and_refuses_to_overwrite() {
         &[],
     );
     assert!(forced.status.success());
-    assert_ne!(std::fs::read_to_string(&path).unwrap(), text, "fresh tokens");
+    let forced = std::fs::read_to_string(&path).unwrap();
+    for key in ["as_token", "hs_token"] {
+        let (old, new) = (token(&text, key), token(&forced, key));
+        assert!(new.len() >= 32, "{key} is long and random: {new}");
+        assert_ne!(old, new, "a fresh {key}");
+    }
+    assert_ne!(token(&forced, "as_token"), token(&forced, "hs_token"), "two different tokens");
+}
+
+/// The value of `key = "…"` in a config file.
+fn token<'a>(toml: &'a str, key: &str) -> &'a str {
+    let line = toml.lines().find(|l| l.starts_with(&format!("{key} ="))).unwrap_or_else(|| panic!("no {key}"));
+    line.split('"').nth(1).unwrap()
 }
 
 #[test]
@@ -67,7 +79,7 @@ fn registration_is_derived_from_the_config_and_private() {
     assert_eq!(mode(&reg), 0o600);
     let yaml = std::fs::read_to_string(&reg).unwrap();
     let toml = std::fs::read_to_string(&config).unwrap();
-    let as_token = toml.lines().find(|l| l.starts_with("as_token")).unwrap().split('"').nth(1).unwrap();
+    let as_token = token(&toml, "as_token");
     assert!(yaml.contains(&format!("as_token: \"{as_token}\"")));
     assert!(yaml.contains(r#"regex: "^@agent:conclave\\.local$""#), "{yaml}");
 

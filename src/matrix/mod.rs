@@ -491,11 +491,11 @@ mod tests {
 
     #[tokio::test]
     async fn unreachable_homeserver_is_a_clear_transient_error() {
-        // Port 9 (discard) on loopback is closed here: the connection is refused at once.
-        let client = MatrixClient::new("http://127.0.0.1:9", Secret::new("t"), Duration::from_secs(2)).unwrap();
+        let url = format!("http://127.0.0.1:{}", crate::test_support::closed_port());
+        let client = MatrixClient::new(&url, Secret::new("t"), Duration::from_secs(2)).unwrap();
         let err = client.versions().await.unwrap_err();
         assert!(matches!(err, MatrixError::Unreachable { .. }), "{err}");
         assert!(err.is_transient());
-        assert!(err.to_string().contains("127.0.0.1:9"));
+        assert!(err.to_string().contains(url.trim_start_matches("http://")), "{err}");
     }
 }

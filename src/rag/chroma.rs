@@ -679,11 +679,11 @@ mod tests {
 
     #[tokio::test]
     async fn unreachable_chroma_is_a_clear_transient_error() {
-        // Port 9 (discard) on loopback is closed here: the connection is refused at once.
-        let client = ChromaClient::new(&config("http://127.0.0.1:9", ""), Duration::from_secs(2)).unwrap();
+        let url = format!("http://127.0.0.1:{}", crate::test_support::closed_port());
+        let client = ChromaClient::new(&config(&url, ""), Duration::from_secs(2)).unwrap();
         let err = client.heartbeat().await.unwrap_err();
         assert!(matches!(err, ChromaError::Unreachable { .. }), "{err}");
         assert!(err.is_transient());
-        assert!(err.to_string().contains("Chroma at http://127.0.0.1:9"), "{err}");
+        assert!(err.to_string().contains(&format!("Chroma at {url}")), "{err}");
     }
 }
