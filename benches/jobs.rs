@@ -103,12 +103,14 @@ async fn main() {
              [database]\nurl = \"sqlite://{}/{db}.db\"\n\
              [jobs]\nmax_queued_per_room = 100000\nmax_queued_per_user = 100000\n\
              [llm]\nbase_url = \"{llm}\"\nchat_model = \"llama3.1:8b\"\nuser_requests_per_minute = 0\n\
-             [chroma]\nindex_by_default = false\n",
+             [chroma]\nindex_by_default = false\n\
+             [access]\ncommands_per_minute = 0\n",
             dir.path().display(),
         ))
         .unwrap()
     };
-    println!("jobs: stub homeserver, SQLite, llm.max_concurrent = 2 (default)");
+    // One user sends hundreds of commands here on purpose: no per-person rate.
+    println!("jobs: stub homeserver, SQLite, llm.max_concurrent = 2 (default), access.commands_per_minute = 0");
     let rooms_of = |name: &str| {
         let mut rooms: Vec<String> = (0..50).flat_map(|i| [format!("!slow{i}"), format!("!r{i}")]).collect();
         rooms.extend(["!quiet".to_owned(), "!one".to_owned()]);

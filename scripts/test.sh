@@ -8,6 +8,8 @@ cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 # Integration tests start Synapse and agents; two at a time fit two cores.
 cargo test --locked -- --test-threads="${CONCLAVE_TEST_THREADS:-2}"
+# Every benchmark once at a tiny size: one that no longer runs is noticed (figures: `cargo bench`).
+bash scripts/bench-smoke.sh
 # The workspace image cannot be built here (no Docker engine): lint it and its scripts.
 LINT="${CONCLAVE_TOOLS:-$HOME/.cache/conclave}/lint-venv/bin"
 "$LINT/hadolint" Dockerfile
