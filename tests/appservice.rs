@@ -580,3 +580,22 @@ async fn idle_slow_and_surplus_connections_are_closed() {
     // The port serves as before.
     assert_eq!(reqwest::get(format!("{}/health", agent.url)).await.unwrap().status(), 200);
 }
+
+/// Ids written with JSON escapes (legal JSON: `\u0021` is `!`) are the same ids: the event is
+/// stored and handled, not skipped (hardening point 5).
+#[tokio::test]
+async fn an_event_whose_ids_are_escaped_json_is_handled() {
+    let agent = start_agent().await;
+    let alice = User::register("alice").await;
+    let room = alice.room_with(&agent.user_id()).await;
+    let escaped_room = room.replacen('!', "\\u0021", 1);
+    let body = format!(
+        r#"{{"events": [{{"type": "m.room.message", "room_id": "{escaped_room}", "event_id": "\u0024escaped-ping",
+            "sender": "{}", "origin_server_ts": 1700000000000, "content": {{"msgtype": "m.text", "body": "!ping"}}}}]}}"#,
+        alice.user_id
+    );
+    let r = agent.as_homeserver(Method::PUT, "/_matrix/app/v1/transactions/escaped-1").body(body).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let pong = alice.wait_reply(&room, &agent.user_id(), "$escaped-ping").await;
+    assert!(body_of(&pong["content"]).contains("pong"), "{pong}");
+}

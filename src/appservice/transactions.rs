@@ -10,6 +10,7 @@ use axum::http::StatusCode;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 use serde_json::value::RawValue;
+use std::borrow::Cow;
 
 #[derive(Deserialize)]
 struct Transaction<'a> {
@@ -22,11 +23,14 @@ struct Transaction<'a> {
     ephemeral_unstable: Option<Vec<IgnoredAny>>,
 }
 
-/// The fields every stored event must have; the rest stays raw.
+/// The fields every stored event must have; the rest stays raw. Borrowed unless written with
+/// escapes (legal JSON, `\u0021` for `!`), which a `&str` could not hold.
 #[derive(Deserialize)]
 struct EventHead<'a> {
-    room_id: &'a str,
-    event_id: &'a str,
+    #[serde(borrow)]
+    room_id: Cow<'a, str>,
+    #[serde(borrow)]
+    event_id: Cow<'a, str>,
 }
 
 /// `PUT /_matrix/app/v1/transactions/{txnId}`
@@ -51,8 +55,8 @@ pub async fn put_transaction(
     for raw in &txn.events {
         match serde_json::from_str::<EventHead>(raw.get()) {
             Ok(head) => events.push(NewEvent {
-                room_id: head.room_id.to_owned(),
-                event_id: head.event_id.to_owned(),
+                room_id: head.room_id.into_owned(),
+                event_id: head.event_id.into_owned(),
                 json: raw.get().to_owned(),
             }),
             // One malformed event must not block the homeserver's queue: skip it, keep the rest.
