@@ -25,7 +25,9 @@ pub struct User {
 impl User {
     /// Registers a fresh human user whose name starts with `prefix`.
     pub async fn register(prefix: &str) -> Self {
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+        // No idle connections kept: a homeserver restarted under a test leaves none stale.
+        let http =
+            reqwest::Client::builder().timeout(Duration::from_secs(30)).pool_max_idle_per_host(0).build().unwrap();
         let base = synapse().url.clone();
         let username = unique(prefix);
         let body = json!({"username": username, "password": "test-password-1", "auth": {"type": "m.login.dummy"}});

@@ -61,6 +61,10 @@ impl Slot {
 pub struct Synapse {
     pub url: String,
     pub dir: PathBuf,
+    port: u16,
+    python: String,
+    /// Times the server was started (each run logs to its own file).
+    runs: AtomicUsize,
     slots: Vec<Slot>,
     next: AtomicUsize,
 }
@@ -151,30 +155,47 @@ impl Synapse {
         );
         std::fs::write(format!("{d}/overrides.yaml"), overrides).unwrap();
 
-        spawn_watched(
-            &python,
-            &[
-                "-m",
-                "synapse.app.homeserver",
-                "-c",
-                &format!("{d}/homeserver.yaml"),
-                "-c",
-                &format!("{d}/overrides.yaml"),
-            ],
-            &dir.join("synapse.out"),
-            None,
-            None,
-        );
         let url = format!("http://127.0.0.1:{port}");
+        let synapse = Self { url, dir, port, python, slots, next: AtomicUsize::new(0), runs: AtomicUsize::new(0) };
+        synapse.run();
+        synapse
+    }
+
+    /// Starts the server process and waits until it answers.
+    fn run(&self) {
+        let d = self.dir.to_str().unwrap();
+        let args = [
+            "-m",
+            "synapse.app.homeserver",
+            "-c",
+            &format!("{d}/homeserver.yaml"),
+            "-c",
+            &format!("{d}/overrides.yaml"),
+        ];
+        let out = self.dir.join(format!("synapse.{}.out", self.runs.fetch_add(1, Ordering::Relaxed)));
+        spawn_watched(&self.python, &args, &out, None, Some(&self.dir.join("synapse.pid")));
         let deadline = Instant::now() + Duration::from_secs(90);
-        while !http_ok(port, "/_matrix/client/versions") {
+        while !http_ok(self.port, "/_matrix/client/versions") {
             assert!(
                 Instant::now() < deadline,
-                "Synapse did not start; see {d}/synapse.out and {d}/homeserver.log:\n{}",
-                std::fs::read_to_string(dir.join("synapse.out")).unwrap_or_default()
+                "Synapse did not start; see {} and {d}/homeserver.log:\n{}",
+                out.display(),
+                std::fs::read_to_string(&out).unwrap_or_default()
             );
             std::thread::sleep(Duration::from_millis(200));
         }
-        Self { url, dir, slots, next: AtomicUsize::new(0) }
+    }
+
+    /// Stops Synapse (SIGTERM, as an operator's restart does) and starts it again on the same data.
+    /// Only for a test binary whose tests can all bear it.
+    pub fn restart(&self) {
+        let pid = std::fs::read_to_string(self.dir.join("synapse.pid")).unwrap().trim().to_owned();
+        assert!(std::process::Command::new("kill").arg(&pid).status().unwrap().success(), "kill {pid}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            assert!(Instant::now() < deadline, "Synapse {pid} did not stop");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        self.run();
     }
 }
