@@ -27,6 +27,7 @@ struct World {
     done: String,
     agent_planka_id: String,
     alice_planka_id: String,
+    api_key: String,
 }
 
 impl World {
@@ -51,7 +52,7 @@ impl World {
         );
         let agent = Agent::start(synapse().slot(), Options { extra, ..Options::default() }).await;
         let room = alice.group_room_with(&agent.user_id()).await;
-        Self { planka, agent, alice, room, board, todo, doing, done, agent_planka_id, alice_planka_id }
+        Self { planka, agent, alice, room, board, todo, doing, done, agent_planka_id, alice_planka_id, api_key: key }
     }
 
     /// Sends `text` as alice and returns the agent's one reply.
@@ -71,6 +72,23 @@ impl World {
         let id = self.alice.send(&self.room, "m.room.message", content).await;
         let reply = self.alice.wait_reply(&self.room, &self.agent.user_id(), &id).await;
         (body(&reply).to_owned(), reply["event_id"].as_str().unwrap().to_owned())
+    }
+
+    /// No configured secret in the agent's log (at debug level) or in anything it said in the room
+    /// (invariant 5): as_token, hs_token, the Planka API key, the webhook token.
+    async fn assert_no_secret_shown(&self) {
+        let said = self.alice.messages_from(&self.room, &self.agent.user_id()).await;
+        let said = serde_json::to_string(&said).unwrap();
+        let log = self.agent.log();
+        assert!(log.contains("DEBUG"), "the log is at debug level");
+        let slot = &self.agent.slot;
+        for (name, secret) in [("as_token", &slot.as_token), ("hs_token", &slot.hs_token), ("api_key", &self.api_key)]
+            .into_iter()
+            .chain([("webhook_token", &WEBHOOK_TOKEN.to_owned())])
+        {
+            assert!(!log.contains(secret.as_str()), "{name} is in the agent's log");
+            assert!(!said.contains(secret.as_str()), "{name} is in a message of the agent");
+        }
     }
 
     async fn bind(&self) {
@@ -220,6 +238,7 @@ async fn every_task_command_works_from_chat() {
     let text = w.ask(&format!("!task {}", "x".repeat(300))).await;
     assert!(text.contains("at most 256 characters"), "{text}");
     assert_eq!(w.planka.cards().len(), 2, "refused commands create nothing");
+    w.assert_no_secret_shown().await;
 }
 
 /// A card of another board is out of this room's reach, even by id.
@@ -295,7 +314,7 @@ async fn planka_webhook_notifies_bound_rooms_once_and_not_the_agents_own_changes
     let own = delivery(&w, "cardCreate", &w.agent_planka_id, "From chat", &w.todo, None);
     assert_eq!(w.webhook(Some(WEBHOOK_TOKEN), &own).await, 200);
     assert_eq!(w.notices(&w.room).await.len(), 2);
-    assert!(!w.agent.log().contains(WEBHOOK_TOKEN), "the token never reaches the log");
+    w.assert_no_secret_shown().await;
 }
 
 #[tokio::test]
