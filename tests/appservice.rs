@@ -232,8 +232,17 @@ async fn encrypted_room_gets_one_notice() {
 /// already accepted is not shown twice (same txn id, deduplicated).
 #[tokio::test]
 async fn kill_9_between_ack_and_processing_loses_nothing_and_repeats_nothing() {
+    kill_9_between_ack_and_processing(None).await;
+}
+
+#[tokio::test]
+async fn kill_9_between_ack_and_processing_loses_nothing_and_repeats_nothing_on_postgresql() {
+    kill_9_between_ack_and_processing(Some(postgres().fresh_database().await)).await;
+}
+
+async fn kill_9_between_ack_and_processing(database_url: Option<String>) {
     let proxy = Proxy::start(&synapse().url).await;
-    let options = Options { homeserver_url: Some(proxy.url.clone()), ..Options::default() };
+    let options = Options { homeserver_url: Some(proxy.url.clone()), database_url, ..Options::default() };
     let mut agent = Agent::start(synapse().slot(), options).await;
     let alice = User::register("alice").await;
     let room = alice.room_with(&agent.user_id()).await;
@@ -265,11 +274,13 @@ async fn kill_9_between_ack_and_processing_loses_nothing_and_repeats_nothing() {
     alice.wait_reply(&room, &agent.user_id(), &second).await;
 
     sentinel(&alice, &room, &agent).await;
-    // Both events really were handled a second time after the restart.
-    for event in [&first, &second] {
-        let replayed = format!("event handled event_id={event} attempt=2");
-        assert!(agent.log().contains(&replayed), "no replay of {event} in the log");
-    }
+    // The first was handled again after the restart. The second was stored before the kill, and
+    // maybe tried (its reply swallowed) or maybe not yet claimed: either way it is handled after
+    // the restart, and shown once.
+    let log = agent.log();
+    assert!(log.contains(&format!("event handled event_id={first} attempt=2")), "no replay of {first}");
+    let handled = |attempt: u32| log.contains(&format!("event handled event_id={second} attempt={attempt}"));
+    assert!(handled(1) || handled(2), "{second} was not handled after the restart");
     assert_eq!(alice.replies_to(&room, &agent.user_id(), &first).await.len(), 1, "first ping answered once");
     assert_eq!(alice.replies_to(&room, &agent.user_id(), &second).await.len(), 1, "second ping answered once");
     assert!(agent.stop().success(), "SIGTERM is a clean shutdown");

@@ -240,7 +240,11 @@ async fn messages_sent_while_chroma_is_down_are_indexed_after_it_returns() {
     // The agent keeps answering meanwhile, and says why search fails.
     let body = w.search(&w.room, "outage").await;
     assert!(body.contains("cannot search") && !body.contains("127.0.0.1"), "{body}");
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The messages were tried and failed while Chroma was down (not merely waiting their turn).
+    wait_for("an indexing try during the outage", Duration::from_secs(60), || async {
+        w.agent.log().contains("indexing failed; will retry").then_some(())
+    })
+    .await;
 
     server.restart();
     for id in &ids {
