@@ -145,8 +145,10 @@ async fn wrong_password_is_unauthorized_with_plankas_message() {
     assert!(err.to_string().starts_with("Planka refused the agent's credentials"), "{err}");
 }
 
+/// Fixture self-check: the fake Planka keeps the real server's odd part (an API key is only
+/// accepted as `X-Api-Key`, a Bearer one is refused). What the client does with it is tested above.
 #[tokio::test]
-async fn fake_refuses_an_api_key_sent_as_bearer() {
+async fn fixture_self_check_the_fake_refuses_an_api_key_sent_as_bearer() {
     let w = world().await;
     let me = format!("{}/api/users/me", w.fake.url);
     let bearer = format!("Bearer {}", w.key);
@@ -240,8 +242,10 @@ async fn create_card_appends_after_the_highest_position() {
     assert_eq!(client.card_url(&ops.id), format!("{}/cards/{}", w.fake.url, ops.id));
 }
 
+/// Fixture self-check: the fake answers a card without `type` or `position` as the real server
+/// does; the client's own card creation (which sends both) is tested above.
 #[tokio::test]
-async fn fake_reproduces_400_without_type_and_422_without_position() {
+async fn fixture_self_check_the_fake_reproduces_400_without_type_and_422_without_position() {
     let w = world().await;
     let url = format!("{}/api/lists/{}/cards", w.fake.url, w.todo);
     let key = [("X-Api-Key", w.key.as_str())];
