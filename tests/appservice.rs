@@ -610,3 +610,51 @@ async fn an_event_whose_ids_are_escaped_json_is_handled() {
     let pong = alice.wait_reply(&room, &agent.user_id(), "$escaped-ping").await;
     assert!(body_of(&pong["content"]).contains("pong"), "{pong}");
 }
+
+/// Every command family, its error replies and a question each get exactly one visible reply,
+/// counted in the room after all of them were answered (invariant 3), with the model server and
+/// Chroma unreachable and Planka not configured.
+#[tokio::test]
+async fn every_command_family_and_error_gets_exactly_one_reply() {
+    let closed = |what: &str| {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        (format!("CONCLAVE_{what}"), format!("http://127.0.0.1:{port}"))
+    };
+    let env = vec![closed("LLM__BASE_URL"), closed("CHROMA__URL")];
+    let agent = Agent::start(synapse().slot(), Options { env, ..Options::default() }).await;
+    let alice = User::register("alice").await;
+    let room = alice.group_room_with(&agent.user_id()).await;
+    let commands = [
+        "!ping",
+        "!help",
+        "!jobs",
+        "!cancel",
+        "!usage",
+        "!model",
+        "!prompt",
+        "!search deploy",
+        "!index status",
+        "!task write the docs",
+        "!board",
+        "!ping with arguments",
+        "!frobnicate",
+        "agent: what is the plan?",
+    ];
+    let mut sent = Vec::new();
+    for text in commands {
+        sent.push((text, alice.send_text(&room, text).await));
+    }
+    for (text, event) in &sent {
+        let reply = alice.wait_reply(&room, &agent.user_id(), event).await;
+        assert!(!body(&reply).is_empty(), "{text}: {reply}");
+    }
+    sentinel(&alice, &room, &agent).await;
+    // A job that had to wait may also have one status message ("Queued …", edited in place as
+    // it moves); its outcome is still one message.
+    for (text, event) in &sent {
+        let replies = alice.replies_to(&room, &agent.user_id(), event).await;
+        let (status, outcome): (Vec<&Value>, Vec<&Value>) = replies.iter().partition(|r| body(r).starts_with("Queued"));
+        assert_eq!(outcome.len(), 1, "{text}: {replies:?}");
+        assert!(status.len() <= 1, "{text}: {replies:?}");
+    }
+}
