@@ -658,3 +658,39 @@ async fn every_command_family_and_error_gets_exactly_one_reply() {
         assert!(status.len() <= 1, "{text}: {replies:?}");
     }
 }
+
+/// A head event that keeps failing holds its room's later events back, in order; once it is set
+/// aside (`dispatch.max_attempts`), the room goes on with the next one (issue 17).
+#[tokio::test]
+async fn a_failing_head_holds_its_room_in_order_and_a_dead_letter_lets_it_go_on() {
+    let proxy = Proxy::start(&synapse().url).await;
+    let env = vec![("CONCLAVE_DISPATCH__MAX_ATTEMPTS".to_owned(), "2".to_owned())];
+    let options = Options { homeserver_url: Some(proxy.url.clone()), env, ..Options::default() };
+    let agent = Agent::start(synapse().slot(), options).await;
+    let alice = User::register("alice").await;
+    let room = alice.room_with(&agent.user_id()).await;
+    sentinel(&alice, &room, &agent).await;
+
+    proxy.set(Mode::Down);
+    let head = alice.send_text(&room, "!ping").await;
+    let next = alice.send_text(&room, "!help").await;
+    wait_for("the head to be set aside", Duration::from_secs(90), || async {
+        agent.log().contains("giving up on an event").then_some(())
+    })
+    .await;
+    let log = agent.log();
+    let given_up = log.find(&format!("giving up on an event event_id={head}")).expect("the head was set aside");
+    let next_handled = format!("event handled event_id={next}");
+    assert!(log.find(&next_handled).is_none_or(|at| at > given_up), "the next event overtook the failing head");
+
+    proxy.set(Mode::Pass);
+    let reply = alice.wait_reply(&room, &agent.user_id(), &next).await;
+    assert!(body(&reply).contains("!ping"), "the help came after the head was set aside: {reply}");
+    sentinel(&alice, &room, &agent).await;
+    assert!(alice.replies_to(&room, &agent.user_id(), &head).await.is_empty(), "the set-aside head has no reply");
+    let store =
+        conclave_agent::store::Store::connect(&format!("sqlite://{}/agent.db", agent.dir.display())).await.unwrap();
+    let letters = store.dead_letters().await.unwrap();
+    store.close().await;
+    assert_eq!(letters.iter().map(|d| d.event_id.as_str()).collect::<Vec<_>>(), [head.as_str()]);
+}
