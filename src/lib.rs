@@ -12,6 +12,7 @@
 //! - Clients, one per backend: [`matrix`] (homeserver), [`llm`] (OpenAI-compatible chat and
 //!   embeddings), [`planka`], [`rag`] (Chroma, retrieval, the indexer that feeds it), [`browser`]
 //!   (Chromium over CDP behind the address guard, and the guarded HTTP fetcher).
+//! - [`probe`]: every backend probed at once under short timeouts (`check`, `!status`).
 //! - [`ghosts`]: the configured coding agents, their ghost users and rooms, and what their API
 //!   shares at run time (rate limit, inbox wake-ups).
 //! - [`context`], [`handler`], [`progress`], [`jobs`]: what handlers share (clients + policy), their
@@ -55,6 +56,7 @@ pub mod llm;
 pub mod matrix;
 pub mod ops;
 pub mod planka;
+pub mod probe;
 pub mod progress;
 pub mod prompts;
 pub mod rag;

@@ -38,7 +38,14 @@ enum Command {
     },
     /// Run the appservice.
     Serve,
-    /// Probe every configured backend; exit 1 if a required one fails.
+    /// Probe every backend at once, each under a short timeout, and print one line each.
+    ///
+    /// Lines are `<name> <up|down|off> <N> ms <detail>` for homeserver (reachable, registration
+    /// loaded), database, llm (the chat model exists), embedder (one embedding, its dimension),
+    /// chroma (heartbeat, the collection's distance), planka (the API key works), browser (a blank
+    /// page in a fresh context) and agent:<name> for each coding agent (its command exists); `off`
+    /// means not configured. Exits 1 if homeserver or database is down; the others are shown down
+    /// without changing the exit code.
     Check,
     /// Have the running agent read a room's earlier history into the search index again.
     Backfill {
