@@ -203,6 +203,7 @@ async fn command_outcome(
         }
         Command::Task(_)
         | Command::Board(_)
+        | Command::Status
         | Command::Model { .. }
         | Command::Search { .. }
         | Command::Index(IndexChange::Status) => return commands::request(ctx, ev, raw).await,

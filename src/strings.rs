@@ -6,6 +6,7 @@ pub fn help() -> String {
     "**Commands** (`!` is the prefix; `/x` sent as a message works too)\n\
      - `!help` — this list\n\
      - `!ping` — check that I am here; answers `pong` with the time your message took to reach me\n\
+     - `!status` — every backend I use (up, down or off, and how fast), my queues, uptime and version\n\
      - `!ask <question>` — ask me anything; mentioning me (`agent: …`) or writing in a direct chat \
      with me does the same\n\
      - `!model [name]` — the models I can use, and this room's; admins set it\n\
@@ -25,6 +26,47 @@ pub fn help() -> String {
      or left out when you reply to my message about the card\n\
      - `!board` — this room's Planka board; `!board bind <board id | \"Project/Board\"> [list]` binds one (admins)"
         .to_owned()
+}
+
+/// The queue depths `!status` shows.
+pub struct Queues {
+    pub inbox: i64,
+    /// (kind, state, count) of the jobs not yet over.
+    pub jobs: Vec<(String, String, i64)>,
+    pub index_backlog: i64,
+    pub dead_letters: i64,
+}
+
+/// `!status`: one line per backend (the operator's details for admins), the queues, uptime, version.
+pub fn status(
+    reports: &[crate::probe::Report],
+    queues: Option<&Queues>,
+    uptime: std::time::Duration,
+    admin: bool,
+) -> String {
+    let mut text = format!(
+        "**Status** — conclave-agent {}, up {}\n",
+        env!("CARGO_PKG_VERSION"),
+        duration(i64::try_from(uptime.as_secs()).unwrap_or(i64::MAX))
+    );
+    for r in reports {
+        text.push_str(&format!("- `{}`\n", r.line(admin)));
+    }
+    match queues {
+        Some(q) => {
+            let jobs = if q.jobs.is_empty() {
+                "none".to_owned()
+            } else {
+                q.jobs.iter().map(|(kind, state, n)| format!("{kind} {n} {state}")).collect::<Vec<_>>().join(", ")
+            };
+            text.push_str(&format!(
+                "\nQueues: inbox {}, jobs {jobs}, index backlog {}, dead letters {}",
+                q.inbox, q.index_backlog, q.dead_letters
+            ));
+        }
+        None => text.push_str("\nQueues: unknown (the database does not answer)"),
+    }
+    text
 }
 
 pub fn pong(lag_ms: Option<i64>) -> String {
@@ -778,6 +820,27 @@ pub fn date_utc(ms: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn status_shows_addresses_only_to_admins() {
+        use crate::probe::{Report, State};
+        let reports = [Report {
+            name: "llm".into(),
+            state: State::Down,
+            latency: std::time::Duration::from_millis(7),
+            detail: "the model server cannot be reached".into(),
+            operator_detail: "http://10.1.2.3:11434/v1 cannot be reached".into(),
+        }];
+        let queues =
+            Queues { inbox: 2, jobs: vec![("chat".into(), "queued".into(), 3)], index_backlog: 4, dead_letters: 1 };
+        let user = status(&reports, Some(&queues), std::time::Duration::from_secs(30), false);
+        assert!(user.contains("`llm down 7 ms the model server cannot be reached`"), "{user}");
+        assert!(!user.contains("10.1.2.3"), "{user}");
+        assert!(user.contains("inbox 2, jobs chat 3 queued, index backlog 4, dead letters 1"), "{user}");
+        assert!(user.contains(env!("CARGO_PKG_VERSION")) && user.contains("up 30 s"), "{user}");
+        let admin = status(&reports, None, std::time::Duration::from_secs(30), true);
+        assert!(admin.contains("10.1.2.3") && admin.contains("Queues: unknown"), "{admin}");
+    }
 
     #[test]
     fn outside_text_cannot_format_or_link() {
