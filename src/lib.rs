@@ -13,6 +13,7 @@
 //!   embeddings), [`planka`], [`rag`] (Chroma, retrieval, the indexer that feeds it), [`browser`]
 //!   (Chromium over CDP behind the address guard, and the guarded HTTP fetcher).
 //! - [`probe`]: every backend probed at once under short timeouts (`check`, `!status`).
+//! - [`telemetry`]: the Prometheus metrics (names, bounded labels) and `/metrics`.
 //! - [`ghosts`]: the configured coding agents, their ghost users and rooms, and what their API
 //!   shares at run time (rate limit, inbox wake-ups).
 //! - [`context`], [`handler`], [`progress`], [`jobs`]: what handlers share (clients + policy), their
@@ -66,4 +67,5 @@ pub mod service;
 pub mod store;
 pub mod strings;
 pub mod syntax;
+pub mod telemetry;
 pub mod work;

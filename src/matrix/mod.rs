@@ -168,8 +168,10 @@ impl MatrixClient {
             let endpoint = http_request.uri().path().to_owned();
             let (err, retry_after) = match self.execute(http_request).await {
                 Ok(response) if response.status().is_success() => {
-                    return R::IncomingResponse::try_from_http_response(response)
+                    let parsed = R::IncomingResponse::try_from_http_response(response)
                         .map_err(|e| MatrixError::Response(format!("{endpoint}: {e}")));
+                    crate::telemetry::homeserver_call::<R>(parsed.is_ok());
+                    return parsed;
                 }
                 Ok(response) => {
                     let retry_after = retry_after(&response);
@@ -178,6 +180,7 @@ impl MatrixClient {
                 Err(e) => (e, None),
             };
             if !err.is_transient() || attempt >= max_attempts {
+                crate::telemetry::homeserver_call::<R>(false);
                 return Err(err);
             }
             let wait = retry_after.map(|d| d.min(MAX_RETRY_AFTER)).unwrap_or(backoff);
