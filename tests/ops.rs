@@ -262,3 +262,34 @@ async fn metrics_count_a_burst_of_transactions_exactly_on_their_own_listener() {
     let homeserver_calls = last.samples.iter().filter(|s| s.metric == "conclave_homeserver_calls_total").count();
     assert!(homeserver_calls > 0, "homeserver calls are counted by endpoint");
 }
+
+#[tokio::test]
+async fn json_logs_carry_the_room_and_event_of_a_handled_event_and_no_secret() {
+    let extra = "[logging]\nformat = \"json\"\n".to_owned();
+    let agent = Agent::start(synapse().slot(), Options { extra, ..Options::default() }).await;
+    let (room, event) = ("!ops-logs:test.local", "$ops-logs-1");
+    // Its head (room, event id) is fine, so it is stored; its content is not, so handling it logs.
+    let bad = json!({"type": "m.room.message", "room_id": room, "event_id": event, "sender": "@x:test.local",
+                     "origin_server_ts": 1, "content": 5});
+    let r = agent
+        .as_homeserver(Method::PUT, "/_matrix/app/v1/transactions/ops-logs")
+        .json(&json!({"events": [bad]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let line = wait_for("the handling's log line", Duration::from_secs(30), || async {
+        agent.log().lines().find(|l| l.contains("does not parse")).map(str::to_owned)
+    })
+    .await;
+    let record: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+    let spans = record["spans"].as_array().unwrap_or_else(|| panic!("no span list: {line}"));
+    assert!(spans.iter().any(|s| s["room_id"] == room && s["event_id"] == event), "{line}");
+    let log = agent.log();
+    for l in log.lines().filter(|l| l.starts_with('{')) {
+        serde_json::from_str::<serde_json::Value>(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
+    }
+    for secret in [&agent.slot.as_token, &agent.slot.hs_token] {
+        assert!(!log.contains(secret.as_str()), "a token is in the log");
+    }
+}
