@@ -93,7 +93,9 @@ async fn serve_metrics(
         let shutdown = async move {
             let _ = stop.wait_for(|stopped| *stopped).await;
         };
-        if let Err(e) = crate::telemetry::serve(handle, store, listener, shutdown).await {
+        static KINDS: [&str; 3] =
+            [jobs::Kind::Chat.as_str(), jobs::Kind::Backend.as_str(), jobs::Kind::Browser.as_str()];
+        if let Err(e) = crate::telemetry::serve(handle, store, &KINDS, listener, shutdown).await {
             tracing::error!(error = %e, "the metrics server failed");
         }
     }))

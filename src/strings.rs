@@ -37,20 +37,15 @@ pub struct Queues {
     pub dead_letters: i64,
 }
 
-/// `!status`: one line per backend (the operator's details for admins), the queues, uptime, version.
-pub fn status(
-    reports: &[crate::probe::Report],
-    queues: Option<&Queues>,
-    uptime: std::time::Duration,
-    admin: bool,
-) -> String {
+/// `!status`: one line per backend (`probe::Report::line`), the queues, uptime, version.
+pub fn status(lines: &[String], queues: Option<&Queues>, uptime: std::time::Duration) -> String {
     let mut text = format!(
         "**Status** — conclave-agent {}, up {}\n",
         env!("CARGO_PKG_VERSION"),
         duration(i64::try_from(uptime.as_secs()).unwrap_or(i64::MAX))
     );
-    for r in reports {
-        text.push_str(&format!("- `{}`\n", r.line(admin)));
+    for line in lines {
+        text.push_str(&format!("- `{line}`\n"));
     }
     match queues {
         Some(q) => {
@@ -822,24 +817,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn status_shows_addresses_only_to_admins() {
-        use crate::probe::{Report, State};
-        let reports = [Report {
-            name: "llm".into(),
-            state: State::Down,
-            latency: std::time::Duration::from_millis(7),
-            detail: "the model server cannot be reached".into(),
-            operator_detail: "http://10.1.2.3:11434/v1 cannot be reached".into(),
-        }];
+    fn status_lists_the_backends_the_queues_uptime_and_version() {
+        let lines = ["llm down 7 ms the model server cannot be reached".to_owned()];
         let queues =
             Queues { inbox: 2, jobs: vec![("chat".into(), "queued".into(), 3)], index_backlog: 4, dead_letters: 1 };
-        let user = status(&reports, Some(&queues), std::time::Duration::from_secs(30), false);
-        assert!(user.contains("`llm down 7 ms the model server cannot be reached`"), "{user}");
-        assert!(!user.contains("10.1.2.3"), "{user}");
-        assert!(user.contains("inbox 2, jobs chat 3 queued, index backlog 4, dead letters 1"), "{user}");
-        assert!(user.contains(env!("CARGO_PKG_VERSION")) && user.contains("up 30 s"), "{user}");
-        let admin = status(&reports, None, std::time::Duration::from_secs(30), true);
-        assert!(admin.contains("10.1.2.3") && admin.contains("Queues: unknown"), "{admin}");
+        let text = status(&lines, Some(&queues), std::time::Duration::from_secs(30));
+        assert!(text.contains("- `llm down 7 ms the model server cannot be reached`"), "{text}");
+        assert!(text.contains("inbox 2, jobs chat 3 queued, index backlog 4, dead letters 1"), "{text}");
+        assert!(text.contains(env!("CARGO_PKG_VERSION")) && text.contains("up 30 s"), "{text}");
+        assert!(status(&lines, None, std::time::Duration::ZERO).contains("Queues: unknown"));
     }
 
     #[test]

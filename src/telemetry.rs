@@ -39,12 +39,15 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
 struct Scrape {
     handle: PrometheusHandle,
     store: Store,
+    /// The job kinds, so each shows a depth (0 too) before it first has a job.
+    kinds: &'static [&'static str],
 }
 
-/// Serves `GET /metrics` on `listener` until `shutdown` resolves.
+/// Serves `GET /metrics` on `listener` until `shutdown` resolves; `kinds` are the job kinds.
 pub async fn serve(
     handle: PrometheusHandle,
     store: Store,
+    kinds: &'static [&'static str],
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
@@ -58,7 +61,7 @@ pub async fn serve(
         }
     });
     let router =
-        axum::Router::new().route("/metrics", axum::routing::get(metrics)).with_state(Scrape { handle, store });
+        axum::Router::new().route("/metrics", axum::routing::get(metrics)).with_state(Scrape { handle, store, kinds });
     let result = axum::serve(listener, router).with_graceful_shutdown(shutdown).await;
     upkeep.abort();
     result
@@ -66,20 +69,20 @@ pub async fn serve(
 
 /// `GET /metrics`: the queue gauges, read now, then everything in Prometheus text format.
 async fn metrics(State(scrape): State<Scrape>) -> impl IntoResponse {
-    queue_gauges(&scrape.store).await;
+    queue_gauges(&scrape.store, scrape.kinds).await;
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], scrape.handle.render())
 }
 
-async fn queue_gauges(store: &Store) {
+async fn queue_gauges(store: &Store, kinds: &[&'static str]) {
     let read = async {
         gauge!("conclave_inbox_depth").set(store.inbox_len().await? as f64);
         gauge!("conclave_index_backlog").set(store.index_backlog(None).await? as f64);
         gauge!("conclave_dead_letters").set(store.dead_letter_count().await? as f64);
         let depths = store.jobs_depth().await?;
-        for kind in crate::jobs::Kind::ALL {
+        for &kind in kinds {
             for state in ["queued", "running"] {
-                let n = depths.iter().find(|(k, s, _)| k == kind.as_str() && s == state).map_or(0, |d| d.2);
-                gauge!("conclave_jobs_depth", "kind" => kind.as_str(), "state" => state).set(n as f64);
+                let n = depths.iter().find(|(k, s, _)| k == kind && s == state).map_or(0, |d| d.2);
+                gauge!("conclave_jobs_depth", "kind" => kind, "state" => state).set(n as f64);
             }
         }
         Ok::<_, crate::store::StoreError>(())

@@ -29,6 +29,8 @@ pub async fn run(ctx: &Context, ev: &OriginalRoomMessageEvent) -> Result<String,
     }
     .await
     .ok();
+    // Addresses (the operator's details) only for admins.
     let admin = ctx.access.is_admin(&ev.sender);
-    Ok(strings::status(&reports, queues.as_ref(), ctx.started.elapsed(), admin))
+    let lines: Vec<String> = reports.iter().map(|r| r.line(admin)).collect();
+    Ok(strings::status(&lines, queues.as_ref(), ctx.started.elapsed()))
 }
