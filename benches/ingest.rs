@@ -3,6 +3,9 @@
 //! Also: the idle resident memory of the real `serve` binary.
 //!
 //! Run: `cargo bench --bench ingest` (env: BENCH_TXNS, BENCH_CONCURRENCY, BENCH_ROOMS).
+//! `BENCH_METRICS=1`: each level measured with metrics off and on (`metrics.listen` set, so the
+//! Prometheus recorder is installed), in alternating child processes, `BENCH_REPEAT` times each
+//! (default 3), and the medians shown side by side.
 
 // The ingest benchmark reads no sends; the chat benchmark does.
 #[allow(dead_code)]
@@ -33,6 +36,19 @@ fn config_toml(db: &str, listen: &str, homeserver: &str) -> String {
     )
 }
 
+/// One level's figures.
+struct Figures {
+    events_per_s: f64,
+    p50: Duration,
+    p99: Duration,
+    drain_per_s: f64,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
@@ -44,10 +60,110 @@ async fn main() {
     let levels: Vec<usize> = std::env::var("BENCH_CONCURRENCY")
         .map(|v| v.split(',').filter_map(|n| n.parse().ok()).collect())
         .unwrap_or_else(|_| vec![1, 4, 16]);
+    let (homeserver, _sent) = stub_homeserver::start().await;
+    println!(
+        "ingest: {txns} txns x {EVENTS_PER_TXN} events per level, {rooms} rooms, SQLite (ingest commits synchronous=FULL)"
+    );
+    match std::env::var("BENCH_METRICS").as_deref() {
+        Ok("1") => return compare_metrics(&levels),
+        // One child of `compare_metrics`: one agent, its figures on one line each.
+        Ok(mode @ ("off" | "on")) => {
+            for f in run_agent(&homeserver, txns, rooms, &levels, mode == "on").await {
+                println!("FIGURES {} {}", f.events_per_s, f.p50.as_secs_f64() * 1e3);
+            }
+            if mode == "on" {
+                println!("RECORD {}", recording_cost().as_nanos());
+            }
+            return;
+        }
+        _ => {}
+    }
+    let figures = run_agent(&homeserver, txns, rooms, &levels, false).await;
+    for (concurrency, f) in levels.iter().zip(&figures) {
+        println!(
+            "  concurrency {concurrency:>2}: {:>6.0} events/s acknowledged, ack p50 {:>6.2} ms, p99 {:>6.2} ms; \
+             dispatcher drained the inbox at {:>6.0} events/s",
+            f.events_per_s,
+            f.p50.as_secs_f64() * 1e3,
+            f.p99.as_secs_f64() * 1e3,
+            f.drain_per_s,
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    idle_rss(dir.path(), &homeserver).await;
+}
+
+/// Metrics off and on, each `BENCH_REPEAT` times (default 3), alternating, every run a process of
+/// its own (a process cannot uninstall its recorder, and alternating spreads a busy machine's
+/// noise over both); prints the medians side by side.
+fn compare_metrics(levels: &[usize]) {
+    let repeat = env_or("BENCH_REPEAT", 3).max(1);
+    // [off, on] × run × level → (events/s, ack p50 ms)
+    let mut runs: [Vec<Vec<(f64, f64)>>; 2] = [Vec::new(), Vec::new()];
+    let mut costs = Vec::new();
+    for _ in 0..repeat {
+        for (i, mode) in ["off", "on"].into_iter().enumerate() {
+            let out = std::process::Command::new(std::env::current_exe().unwrap())
+                .env("BENCH_METRICS", mode)
+                .stderr(std::process::Stdio::inherit())
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "the {mode} run failed");
+            let figures = String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter_map(|l| l.strip_prefix("FIGURES "))
+                .map(|l| {
+                    let mut n = l.split(' ').map(|w| w.parse::<f64>().unwrap());
+                    (n.next().unwrap(), n.next().unwrap())
+                })
+                .collect();
+            runs[i].push(figures);
+            let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+            costs.extend(stdout.lines().filter_map(|l| l.strip_prefix("RECORD ")?.parse::<f64>().ok()));
+        }
+    }
+    println!(
+        "recording the metrics of one {EVENTS_PER_TXN}-event transaction (ack path + dispatcher), alone: {:.1} µs (median)",
+        median(costs) / 1e3
+    );
+    println!("metrics off vs on, medians of {repeat} alternating runs each:");
+    for (l, concurrency) in levels.iter().enumerate() {
+        let of = |i: usize, f: fn(&(f64, f64)) -> f64| median(runs[i].iter().map(|r| f(&r[l])).collect());
+        let (rate_off, rate_on) = (of(0, |f| f.0), of(1, |f| f.0));
+        let (p50_off, p50_on) = (of(0, |f| f.1), of(1, |f| f.1));
+        println!(
+            "  concurrency {concurrency:>2}: events/s off {rate_off:>6.0} on {rate_on:>6.0} ({:+.1} %); \
+             ack p50 off {p50_off:>5.2} ms on {p50_on:>5.2} ms ({:+.1} %)",
+            (rate_on / rate_off - 1.0) * 100.0,
+            (p50_on / p50_off - 1.0) * 100.0,
+        );
+    }
+}
+
+/// What the metrics cost one transaction, measured alone (the recorder installed): what the ack
+/// path records for it, and what the dispatcher records for its events.
+fn recording_cost() -> Duration {
+    use conclave_agent::telemetry;
+    const N: u32 = 100_000;
+    let start = Instant::now();
+    for _ in 0..N {
+        telemetry::transaction_received(EVENTS_PER_TXN, Duration::from_micros(500));
+        for _ in 0..EVENTS_PER_TXN {
+            telemetry::event_handled("m.room.message", true);
+        }
+    }
+    start.elapsed() / N
+}
+
+/// One in-process agent on a fresh database, every level run against it.
+async fn run_agent(homeserver: &str, txns: usize, rooms: usize, levels: &[usize], metrics: bool) -> Vec<Figures> {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("bench.db");
-    let (homeserver, _sent) = stub_homeserver::start().await;
-    let config = Config::from_toml(&config_toml(db.to_str().unwrap(), "127.0.0.1:0", &homeserver)).unwrap();
+    let mut toml = config_toml(db.to_str().unwrap(), "127.0.0.1:0", homeserver);
+    if metrics {
+        toml.push_str("[metrics]\nlisten = \"127.0.0.1:0\"\n");
+    }
+    let config = Config::from_toml(&toml).unwrap();
     stub_homeserver::agent_joined(&format!("sqlite://{}", db.display()), (0..rooms).map(|n| format!("!room{n}"))).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -57,11 +173,8 @@ async fn main() {
     }));
     tokio::time::sleep(Duration::from_millis(300)).await;
     let store = Store::connect(&format!("sqlite://{}", db.display())).await.unwrap();
-
-    println!(
-        "ingest: {txns} txns x {EVENTS_PER_TXN} events per level, {rooms} rooms, SQLite (ingest commits synchronous=FULL)"
-    );
-    for (level, concurrency) in levels.into_iter().enumerate() {
+    let mut figures = Vec::new();
+    for (level, &concurrency) in levels.iter().enumerate() {
         let bodies = Arc::new(bodies(level, txns, rooms));
         let start = Instant::now();
         let mut latencies = run_level(&url, &bodies, concurrency, level).await;
@@ -72,18 +185,17 @@ async fn main() {
         let drained = start.elapsed();
         latencies.sort();
         let events = txns * EVENTS_PER_TXN;
-        println!(
-            "  concurrency {concurrency:>2}: {:>6.0} events/s acknowledged, ack p50 {:>6.2} ms, p99 {:>6.2} ms; \
-             dispatcher drained the inbox at {:>6.0} events/s",
-            events as f64 / ingest.as_secs_f64(),
-            percentile(&latencies, 0.50).as_secs_f64() * 1e3,
-            percentile(&latencies, 0.99).as_secs_f64() * 1e3,
-            events as f64 / drained.as_secs_f64(),
-        );
+        figures.push(Figures {
+            events_per_s: events as f64 / ingest.as_secs_f64(),
+            p50: percentile(&latencies, 0.50),
+            p99: percentile(&latencies, 0.99),
+            drain_per_s: events as f64 / drained.as_secs_f64(),
+        });
     }
+    store.close().await;
     let _ = stop.send(());
     server.await.unwrap().unwrap();
-    idle_rss(dir.path(), &homeserver).await;
+    figures
 }
 
 /// Transaction bodies, built before the clock starts so it measures the agent.

@@ -47,6 +47,12 @@ pub struct Config {
     /// `[agent_api]`: limits of the coding agents' HTTP API (`/conclave/v1`).
     #[serde(default)]
     pub agent_api: AgentApi,
+    /// `[metrics]`: the Prometheus endpoint.
+    #[serde(default)]
+    pub metrics: Metrics,
+    /// `[logging]`: how log lines look.
+    #[serde(default)]
+    pub logging: Logging,
     /// The directory of the config file: `prompts/` there overrides the built-in prompts.
     #[serde(skip)]
     pub dir: Option<PathBuf>,
@@ -450,6 +456,47 @@ impl Default for AgentApi {
     }
 }
 
+/// `[metrics]`: Prometheus text at `GET /metrics`, on a listener of its own so the appservice
+/// port never exposes it.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Metrics {
+    /// Address of the metrics listener, e.g. `127.0.0.1:9109`. Default empty: no metrics at all
+    /// (nothing is recorded).
+    pub listen: String,
+}
+
+impl Metrics {
+    /// The listener's address; `None` when metrics are off.
+    pub fn listen_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        let listen = self.listen.trim();
+        if listen.is_empty() {
+            return Ok(None);
+        }
+        listen
+            .parse()
+            .map(Some)
+            .map_err(|_| ConfigError::key("metrics.listen", format!("not an address like 127.0.0.1:9109: {listen:?}")))
+    }
+}
+
+/// `[logging]`: the format of log lines (on stderr).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Logging {
+    /// `human` (default: one readable line per record) or `json` (one JSON object per line, for
+    /// log collectors).
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Human,
+    Json,
+}
+
 // `#[serde(default)]` on a whole section cannot coexist with required keys, so the
 // sections with required keys name each default here.
 fn default_homeserver_url() -> String {
@@ -649,6 +696,7 @@ impl Config {
             h.parse::<crate::guard::AllowHost>()
                 .map_err(|r| ConfigError::key(&format!("browser.allow_hosts[{i}]"), r))?;
         }
+        self.metrics.listen_addr()?;
         positive("browser.max_tabs", b.max_tabs as u64)?;
         positive("browser.page_timeout_secs", b.page_timeout_secs)?;
         if b.max_page_bytes < 64 * 1024 {
@@ -783,6 +831,18 @@ mod tests {
         assert_eq!(c.browser.cdp_url, "", "empty = launch chromium_path");
         assert_eq!((c.browser.max_tabs, c.browser.page_timeout_secs, c.browser.max_page_bytes), (2, 30, 20_971_520));
         assert_eq!(c.sender_user_id().unwrap().as_str(), "@agent:conclave.local");
+        assert_eq!(c.metrics.listen_addr().unwrap(), None, "metrics are off by default");
+        assert_eq!(c.logging.format, LogFormat::Human);
+    }
+
+    #[test]
+    fn metrics_and_logging_sections_parse() {
+        let c = Config::from_toml(&format!(
+            "{MINIMAL}\n[metrics]\nlisten = \"127.0.0.1:9109\"\n[logging]\nformat = \"json\"\n"
+        ))
+        .unwrap();
+        assert_eq!(c.metrics.listen_addr().unwrap(), Some("127.0.0.1:9109".parse().unwrap()));
+        assert_eq!(c.logging.format, LogFormat::Json);
     }
 
     #[test]
@@ -799,6 +859,8 @@ mod tests {
             ("type", "[homeserver]\ntimeout_secs = \"soon\"", "homeserver.timeout_secs"),
             ("allow_hosts", "[browser]\nallow_hosts = [\"ok.example\", \"bad host\"]", "browser.allow_hosts[1]"),
             ("max_tabs", "[browser]\nmax_tabs = 0", "browser.max_tabs"),
+            ("metrics", "[metrics]\nlisten = \"everywhere\"", "metrics.listen"),
+            ("log format", "[logging]\nformat = \"xml\"", "logging.format"),
             ("cdp_url", "[browser]\ncdp_url = \"file:///x\"", "browser.cdp_url"),
             ("page_bytes", "[browser]\nmax_page_bytes = 10", "browser.max_page_bytes"),
         ];

@@ -39,6 +39,10 @@ pub struct Context {
     pub agents: Arc<crate::ghosts::Agents>,
     /// Chromium behind the address guard (`!browse`); started on first use.
     pub browser: Browser,
+    /// When this process started (`!status`'s uptime).
+    pub started: Instant,
+    /// `!status`'s last probe results, reused for [`crate::probe::Cache::TTL`].
+    pub status_cache: crate::probe::Cache,
     /// Joined-member counts, to tell direct chats without asking the homeserver per message.
     members: Mutex<HashMap<OwnedRoomId, (usize, Instant)>>,
     /// Questions per person per minute (`llm.user_requests_per_minute`); `None`: no limit.
@@ -120,6 +124,8 @@ impl Context {
             rag,
             agents,
             browser,
+            started: Instant::now(),
+            status_cache: crate::probe::Cache::new(crate::probe::Cache::TTL),
             members: Mutex::default(),
             questions: per_minute(config_questions),
             commands: per_minute(config_commands),

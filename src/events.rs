@@ -49,6 +49,13 @@ pub async fn handle(ctx: &Context, item: &InboxItem) -> Result<Outcome, HandleEr
             return Ok(Outcome::default());
         }
     };
+    let event_type = event.event_type().to_string();
+    let outcome = handle_event(ctx, item, event).await;
+    crate::telemetry::event_handled(&event_type, outcome.is_ok());
+    outcome
+}
+
+async fn handle_event(ctx: &Context, item: &InboxItem, event: AnyTimelineEvent) -> Result<Outcome, HandleError> {
     match event {
         AnyTimelineEvent::State(AnyStateEvent::RoomMember(StateEvent::Original(ev))) => {
             membership(ctx, &ev).await.map(|()| Outcome::acted([]))
@@ -203,6 +210,7 @@ async fn command_outcome(
         }
         Command::Task(_)
         | Command::Board(_)
+        | Command::Status
         | Command::Model { .. }
         | Command::Search { .. }
         | Command::Index(IndexChange::Status) => return commands::request(ctx, ev, raw).await,

@@ -12,6 +12,8 @@
 //! - Clients, one per backend: [`matrix`] (homeserver), [`llm`] (OpenAI-compatible chat and
 //!   embeddings), [`planka`], [`rag`] (Chroma, retrieval, the indexer that feeds it), [`browser`]
 //!   (Chromium over CDP behind the address guard, and the guarded HTTP fetcher).
+//! - [`probe`]: every backend probed at once under short timeouts (`check`, `!status`).
+//! - [`telemetry`]: the Prometheus metrics (names, bounded labels) and `/metrics`.
 //! - [`ghosts`]: the configured coding agents, their ghost users and rooms, and what their API
 //!   shares at run time (rate limit, inbox wake-ups).
 //! - [`context`], [`handler`], [`progress`], [`jobs`]: what handlers share (clients + policy), their
@@ -56,6 +58,7 @@ pub mod llm;
 pub mod matrix;
 pub mod ops;
 pub mod planka;
+pub mod probe;
 pub mod progress;
 pub mod prompts;
 pub mod rag;
@@ -65,6 +68,7 @@ pub mod service;
 pub mod store;
 pub mod strings;
 pub mod syntax;
+pub mod telemetry;
 pub mod work;
 
 /// Helpers for the unit tests.

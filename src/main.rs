@@ -1,7 +1,7 @@
 //! The command line; everything it does lives in the library.
 
 use clap::{Parser, Subcommand};
-use conclave_agent::config::{self, Config};
+use conclave_agent::config::{self, Config, LogFormat};
 use conclave_agent::{agents, bootstrap, ops, service};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -38,7 +38,14 @@ enum Command {
     },
     /// Run the appservice.
     Serve,
-    /// Probe every configured backend; exit 1 if a required one fails.
+    /// Probe every backend at once, each under a short timeout, and print one line each.
+    ///
+    /// Lines are `<name> <up|down|off> <N> ms <detail>` for homeserver (reachable, registration
+    /// loaded), database, llm (the chat model exists), embedder (one embedding, its dimension),
+    /// chroma (heartbeat, the collection's distance), planka (the API key works), browser (a blank
+    /// page in a fresh context) and agent:<name> for each coding agent (its command exists); `off`
+    /// means not configured. Exits 1 if homeserver or database is down; the others are shown down
+    /// without changing the exit code.
     Check,
     /// Have the running agent read a room's earlier history into the search index again.
     Backfill {
@@ -90,19 +97,14 @@ enum DeadLetters {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn")),
-        )
-        .with_writer(std::io::stderr)
-        // Colour for people at a terminal, plain text for log files (supervisord).
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let config_path = config::resolve_path(cli.config);
     let result = match cli.command {
-        Command::Agent(command) => return agents::cli::run(command),
+        Command::Agent(command) => {
+            init_logging(LogFormat::Human);
+            return agents::cli::run(command);
+        }
         Command::Init { server_name, homeserver_url, out, force } => {
+            init_logging(LogFormat::Human);
             ops::init(&out.unwrap_or(config_path), &server_name, &homeserver_url, force).map(|()| true)
         }
         command => match Config::load(&config_path) {
@@ -110,7 +112,10 @@ fn main() -> ExitCode {
                 eprintln!("error: {e}");
                 return ExitCode::from(2);
             }
-            Ok(config) => run(command, config),
+            Ok(config) => {
+                init_logging(config.logging.format);
+                run(command, config)
+            }
         },
     };
     match result {
@@ -120,6 +125,22 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Log records to stderr: readable lines (coloured at a terminal, plain for supervisord's log
+/// files), or one JSON object per line with the fields of every enclosing span (`room_id`,
+/// `event_id` of the event being handled).
+fn init_logging(format: LogFormat) {
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn")),
+        )
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).with_span_list(true).init(),
     }
 }
 

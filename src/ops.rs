@@ -1,15 +1,18 @@
-//! The CLI's one-shot operations: `init`, `registration`, `check`.
+//! The CLI's one-shot operations: `init`, `registration`, `check` (its probes are [`crate::probe`]'s).
 
 use crate::backfill::Request;
 use crate::config::Config;
+use crate::llm::LlmClient;
 use crate::matrix::MatrixClient;
+use crate::planka::{PlankaClient, PlankaError};
+use crate::probe;
+use crate::rag::Rag;
 use crate::registration::registration_yaml;
 use crate::secret::Secret;
 use crate::store::Store;
 use anyhow::{Context as _, bail};
 use std::io::Write;
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 /// Writes a file only the owner can read (it holds secrets, invariant 5).
 pub fn write_secret_file(path: &Path, contents: &str, overwrite: bool) -> anyhow::Result<()> {
@@ -69,86 +72,32 @@ pub fn registration(config: &Config, out: Option<&Path>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One probe's result line.
-struct Probe {
-    name: &'static str,
-    required: bool,
-    elapsed: Duration,
-    result: Result<String, String>,
-}
-
-/// `check`: probes every backend the agent uses; `Ok(false)` when a required one fails.
+/// `check`: every probe at once, one line each (`<name> <up|down|off> <N> ms <detail>`, with the
+/// operator's details); `Ok(false)` when the homeserver or the database is down.
 pub async fn check(config: &Config) -> anyhow::Result<bool> {
-    let matrix = MatrixClient::new(
-        &config.homeserver.url,
-        config.appservice.as_token.clone(),
-        Duration::from_secs(config.homeserver.timeout_secs.min(10)),
-    )?;
-    let mut probes = Vec::new();
-
-    let start = Instant::now();
-    let result = matrix
-        .versions()
-        .await
-        .map(|v| format!("{} (speaks Matrix up to {})", config.homeserver.url, v.last().map_or("?", String::as_str)));
-    probes.push(Probe {
-        name: "homeserver",
-        required: true,
-        elapsed: start.elapsed(),
-        result: result.map_err(|e| e.to_string()),
-    });
-
-    let start = Instant::now();
-    let sender = config.sender_user_id()?;
-    let result = matrix
-        .set_display_name(&sender, &config.appservice.display_name)
-        .await
-        .map(|()| format!("as_token accepted; acting as {sender}"))
-        .map_err(|e| match e.errcode() {
-            Some("M_UNKNOWN_TOKEN" | "M_FORBIDDEN") => format!(
-                "{e} — is the registration listed in the homeserver's app_service_config_files (then restart it)?"
-            ),
-            _ => e.to_string(),
-        });
-    probes.push(Probe { name: "appservice", required: true, elapsed: start.elapsed(), result });
-
-    let start = Instant::now();
-    let result = match tokio::time::timeout(Duration::from_secs(15), Store::connect(config.database.url.expose())).await
-    {
-        Ok(Ok(store)) => {
-            let r = store.ping().await.map(|()| format!("{}, migrations applied", store.kind()));
-            store.close().await;
-            r.map_err(|e| e.to_string())
-        }
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err("timed out after 15 s".into()),
+    let matrix = MatrixClient::new(&config.homeserver.url, config.appservice.as_token.clone(), probe::TIMEOUT)?;
+    let llm = LlmClient::new(&config.llm.base_url, &config.llm.api_key, probe::TIMEOUT)?;
+    let rag = Rag::from_config(config)?;
+    let planka = match PlankaClient::new(&config.planka, probe::TIMEOUT) {
+        Ok(client) => Some(client),
+        Err(PlankaError::NotConfigured) => None,
+        Err(e) => return Err(e.into()),
     };
-    probes.push(Probe { name: "database", required: true, elapsed: start.elapsed(), result });
-
-    let start = Instant::now();
-    let result = probe_browser(config).await;
-    probes.push(Probe { name: "browser", required: false, elapsed: start.elapsed(), result });
-
-    let mut ok = true;
-    for p in &probes {
-        let (status, detail) = match &p.result {
-            Ok(d) => ("ok", d.as_str()),
-            Err(d) if p.required => ("FAIL", d.as_str()),
-            Err(d) => ("warn", d.as_str()),
-        };
-        ok &= p.result.is_ok() || !p.required;
-        println!("{:<11} {:<5} {:>6} ms  {}", p.name, status, p.elapsed.as_millis(), detail);
+    let browser = crate::browser::Browser::from_config(&config.browser).map_err(anyhow::Error::msg)?;
+    let targets = probe::Targets {
+        config,
+        matrix: &matrix,
+        database: probe::Database::Url(&config.database.url),
+        llm: &llm,
+        rag: &rag,
+        planka: planka.as_ref(),
+        browser: &browser,
+    };
+    let reports = probe::run(&targets).await;
+    for report in reports.iter() {
+        println!("{}", report.line(true));
     }
-    Ok(ok)
-}
-
-/// Launches (or reaches) the configured Chromium and asks its version; a launched one is closed again.
-async fn probe_browser(config: &Config) -> Result<String, String> {
-    let browser = crate::browser::Browser::from_config(&config.browser)?;
-    match tokio::time::timeout(Duration::from_secs(30), browser.probe()).await {
-        Ok(r) => r.map_err(|e| e.to_string()),
-        Err(_) => Err("timed out after 30 s".into()),
-    }
+    Ok(probe::required_up(&reports))
 }
 
 /// `backfill`: asks the running agent (through the database) to read `room`'s history again.

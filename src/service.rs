@@ -24,6 +24,7 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let metrics_addr = config.metrics.listen_addr()?;
     let store = Store::connect(config.database.url.expose()).await.context("opening the database (database.url)")?;
     let matrix = MatrixClient::new(
         &config.homeserver.url,
@@ -38,6 +39,10 @@ pub async fn serve(
     let indexer = tokio::spawn(indexer::run(store.clone(), ctx.rag.clone(), stopped.clone()));
     let jobs = tokio::spawn(jobs::run(ctx.clone(), work::runner(), stopped.clone()));
     let agents = tokio::spawn(crate::agents::run(ctx.clone(), stopped.clone()));
+    let metrics = match metrics_addr {
+        Some(addr) => Some(serve_metrics(addr, store.clone(), stopped.clone()).await?),
+        None => None,
+    };
     let backfill = tokio::spawn(backfill::run(ctx.clone(), stopped));
     tokio::spawn(announce(ctx.clone()));
     tokio::spawn(ping_on_recovery(ctx.clone(), stop.subscribe()));
@@ -67,8 +72,33 @@ pub async fn serve(
     let _ = indexer.await;
     let _ = backfill.await;
     let _ = agents.await;
+    if let Some(metrics) = metrics {
+        let _ = metrics.await;
+    }
     store.close().await;
     Ok(())
+}
+
+/// Installs the metrics recorder and serves `/metrics` on `addr` (`metrics.listen`) until `stop`.
+async fn serve_metrics(
+    addr: std::net::SocketAddr,
+    store: Store,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let handle = crate::telemetry::install()?;
+    let listener =
+        TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("cannot listen on {addr} (metrics.listen): {e}"))?;
+    tracing::info!(addr = %listener.local_addr()?, "metrics listening");
+    Ok(tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = stop.wait_for(|stopped| *stopped).await;
+        };
+        static KINDS: [&str; 3] =
+            [jobs::Kind::Chat.as_str(), jobs::Kind::Backend.as_str(), jobs::Kind::Browser.as_str()];
+        if let Err(e) = crate::telemetry::serve(handle, store, &KINDS, listener, shutdown).await {
+            tracing::error!(error = %e, "the metrics server failed");
+        }
+    }))
 }
 
 /// At start: whether the homeserver can reach us, then the agent's display name. The ping comes

@@ -8,6 +8,7 @@ pub fn help() -> String {
     "**Commands** (`!` is the prefix; `/x` sent as a message works too)\n\
      - `!help` — this list\n\
      - `!ping` — check that I am here; answers `pong` with the time your message took to reach me\n\
+     - `!status` — every backend I use (up, down or off, and how fast), my queues, uptime and version\n\
      - `!ask <question>` — ask me anything; mentioning me (`agent: …`) or writing in a direct chat \
      with me does the same\n\
      - `!model [name]` — the models I can use, and this room's; admins set it\n\
@@ -27,6 +28,42 @@ pub fn help() -> String {
      or left out when you reply to my message about the card\n\
      - `!board` — this room's Planka board; `!board bind <board id | \"Project/Board\"> [list]` binds one (admins)"
         .to_owned()
+}
+
+/// The queue depths `!status` shows.
+pub struct Queues {
+    pub inbox: i64,
+    /// (kind, state, count) of the jobs not yet over.
+    pub jobs: Vec<(String, String, i64)>,
+    pub index_backlog: i64,
+    pub dead_letters: i64,
+}
+
+/// `!status`: one line per backend (`probe::Report::line`), the queues, uptime, version.
+pub fn status(lines: &[String], queues: Option<&Queues>, uptime: std::time::Duration) -> String {
+    let mut text = format!(
+        "**Status** — conclave-agent {}, up {}\n",
+        env!("CARGO_PKG_VERSION"),
+        duration(i64::try_from(uptime.as_secs()).unwrap_or(i64::MAX))
+    );
+    for line in lines {
+        text.push_str(&format!("- `{line}`\n"));
+    }
+    match queues {
+        Some(q) => {
+            let jobs = if q.jobs.is_empty() {
+                "none".to_owned()
+            } else {
+                q.jobs.iter().map(|(kind, state, n)| format!("{kind} {n} {state}")).collect::<Vec<_>>().join(", ")
+            };
+            text.push_str(&format!(
+                "\nQueues: inbox {}, jobs {jobs}, index backlog {}, dead letters {}",
+                q.inbox, q.index_backlog, q.dead_letters
+            ));
+        }
+        None => text.push_str("\nQueues: unknown (the database does not answer)"),
+    }
+    text
 }
 
 pub fn pong(lag_ms: Option<i64>) -> String {
@@ -776,6 +813,18 @@ pub fn date_utc(ms: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn status_lists_the_backends_the_queues_uptime_and_version() {
+        let lines = ["llm down 7 ms the model server cannot be reached".to_owned()];
+        let queues =
+            Queues { inbox: 2, jobs: vec![("chat".into(), "queued".into(), 3)], index_backlog: 4, dead_letters: 1 };
+        let text = status(&lines, Some(&queues), std::time::Duration::from_secs(30));
+        assert!(text.contains("- `llm down 7 ms the model server cannot be reached`"), "{text}");
+        assert!(text.contains("inbox 2, jobs chat 3 queued, index backlog 4, dead letters 1"), "{text}");
+        assert!(text.contains(env!("CARGO_PKG_VERSION")) && text.contains("up 30 s"), "{text}");
+        assert!(status(&lines, None, std::time::Duration::ZERO).contains("Queues: unknown"));
+    }
 
     #[test]
     fn outside_text_cannot_format_or_link() {

@@ -31,7 +31,7 @@ pub enum State {
 }
 
 impl State {
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Running => "running",
             Self::Done => "done",
@@ -115,6 +115,7 @@ pub async fn start(
         state: State::Running.as_str().to_owned(),
     };
     ctx.store.agent_progress_insert(&row).await?;
+    crate::telemetry::coding_agent_run(State::Running.as_str());
     keep(ctx, &id, progress);
     Ok(Shown { id, event_id: event_id.to_string(), state: State::Running })
 }
@@ -143,6 +144,9 @@ pub async fn update(
     let finished = || AgentError::BadState(format!("progress {id} is {} already: start a new one", row.state));
     if State::parse(&row.state) != State::Running || !ctx.store.agent_progress_set(id, &text, state.as_str()).await? {
         return Err(finished());
+    }
+    if state != State::Running {
+        crate::telemetry::coding_agent_run(state.as_str());
     }
     let shown = render(&row.title, state, &text);
     let progress = take(ctx, id).unwrap_or_else(|| taken_up(ctx, agent, &row));

@@ -58,7 +58,7 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
 /// names what is down, never an address or a credential (the details go to the log).
 pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     let database = timed(state.store.ping());
-    let homeserver = timed(state.matrix.probe());
+    let homeserver = timed(async { state.matrix.probe().await.map(drop) });
     let ((db, db_ms), (hs, hs_ms)) = tokio::join!(database, homeserver);
     let check = |name: &str, result: &Result<(), String>, elapsed: Duration| {
         if let Err(e) = result {

@@ -68,11 +68,13 @@ pub async fn put_transaction(
         return Ok(Json(serde_json::json!({})));
     }
     let count = events.len();
+    let started = std::time::Instant::now();
     let new = state
         .store
         .ingest(&txn_id, events)
         .await
         .map_err(|e| ApiError::internal("storing the transaction failed", e))?;
+    crate::telemetry::transaction_received(count, started.elapsed());
     if new {
         tracing::debug!(events = count, ephemeral, "transaction stored");
         state.inbox_signal.notify_one();

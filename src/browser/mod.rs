@@ -175,9 +175,21 @@ impl Browser {
     }
 
     /// `check`'s probe: starts or reaches Chromium and returns its product and where it is.
+    /// A blank page is opened in a fresh browser context and closed again, so a Chromium that
+    /// answers but cannot make pages shows as down.
     pub async fn probe(&self) -> Result<String, BrowseError> {
         let (cdp, devtools) = self.connection().await?;
         let version = cdp.call(None, cdp_browser::GetVersionParams::default()).await?;
+        let context = cdp
+            .call(None, target::CreateBrowserContextParams { dispose_on_detach: Some(true), ..Default::default() })
+            .await?
+            .browser_context_id;
+        let mut blank = target::CreateTargetParams::new("about:blank");
+        blank.browser_context_id = Some(context.clone());
+        let page = cdp.call(None, blank).await.map(drop);
+        // Disposing of the context closes its page too; done whether or not the page opened.
+        let disposed = cdp.call(None, target::DisposeBrowserContextParams::new(context)).await.map(drop);
+        page.and(disposed)?;
         Ok(match &self.inner.source {
             Source::Launch { path } => {
                 format!("{} (launched {}, DevTools {devtools})", version.product, path.display())

@@ -77,6 +77,7 @@ async fn answer_from_servers(
             Attempt::Cancelled => return Ok(JobEnd::Cancelled),
             Attempt::Failed(e) => {
                 tracing::warn!(error = %e, model, "the model server failed");
+                crate::telemetry::model_error(model);
                 if fallback_model.is_none() && ctx.fallback.is_some() {
                     ctx.mark_primary_down();
                 }
@@ -242,6 +243,7 @@ async fn record_usage(
         prompt_tokens: estimate(messages.iter().map(|m| m.content.chars().count()).sum()),
         completion_tokens: estimate(answer.chars().count()),
     });
+    crate::telemetry::model_tokens(model, usage.prompt_tokens, usage.completion_tokens);
     let (prompt, completion) = (usage.prompt_tokens as i64, usage.completion_tokens as i64);
     let recorded =
         ctx.store.record_usage(trigger.room_id.as_str(), trigger.sender.as_str(), model, prompt, completion).await;

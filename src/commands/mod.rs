@@ -1,10 +1,11 @@
 //! Executing chat commands (their words are parsed by [`crate::syntax`]): the quick ones here and
 //! in `jobs`, `llm` and `search` (answered in the room's lane); those that call a backend that may
-//! be slow (Planka, search, the model list) run as [`Kind::Backend`] jobs through [`run_job`].
+//! be slow (Planka, search, the model list, `!status`'s probes) run as [`Kind::Backend`] jobs through [`run_job`].
 
 pub mod jobs;
 pub mod llm;
 pub mod search;
+pub mod status;
 pub mod task;
 
 use crate::context::Context;
@@ -40,6 +41,7 @@ pub async fn run_job(ctx: &Context, job: &RunningJob) -> JobEnd {
         let reply = match &command {
             Command::Task(_) | Command::Board(_) => return task::run(ctx, ev, &command).await,
             Command::Model { name } => llm::model(ctx, ev, name.as_deref()).await?,
+            Command::Status => status::run(ctx, ev).await?,
             Command::Search { query, all: false } => search::run(ctx, ev, query).await,
             Command::Search { query, all: true } => search::run_all(ctx, ev, query).await?,
             Command::Index(IndexChange::Status) => search::index(ctx, ev, IndexChange::Status).await?,
@@ -74,6 +76,7 @@ pub fn execute(command: &Command, invocation: &Invocation) -> String {
         | Command::Prompt(_)
         | Command::Usage
         | Command::Jobs
+        | Command::Status
         | Command::Cancel
         | Command::Search { .. }
         | Command::Index(_)

@@ -46,6 +46,7 @@ struct Running {
     cancel: CancellationToken,
     abort: AbortHandle,
     cancelled_at: Option<Instant>,
+    started: Instant,
 }
 
 /// A job that waits, with its status message and what it shows now.
@@ -239,7 +240,10 @@ impl Scheduler {
         self.starts += 1;
         self.turns.entry(kind).or_default().insert(job.room_id.clone(), self.starts);
         tracing::info!(job = id, kind = kind.as_str(), room_id = %job.room_id, attempt = job.attempts, "job started");
-        self.running.insert(id, Running { job, kind, trigger, status, cancel, abort, cancelled_at: None });
+        self.running.insert(
+            id,
+            Running { job, kind, trigger, status, cancel, abort, cancelled_at: None, started: Instant::now() },
+        );
     }
 
     async fn ended(&mut self, ended: Result<(tokio::task::Id, (i64, JobEnd)), tokio::task::JoinError>) {
@@ -259,6 +263,13 @@ impl Scheduler {
     async fn finish(&mut self, r: Running, end: JobEnd) {
         let (job, ctx) = (&r.job, self.ctx.clone());
         let mut status = r.status.lock().await;
+        let outcome = match &end {
+            JobEnd::Done => "done",
+            JobEnd::Cancelled => "cancelled",
+            JobEnd::Failed { .. } => "failed",
+            JobEnd::Retry(_) => "retry",
+        };
+        crate::telemetry::job_ran(r.kind.as_str(), outcome, r.started.elapsed());
         match end {
             JobEnd::Done => {
                 self.record(job, JobState::Done, None).await;

@@ -75,6 +75,7 @@ impl LlmClient {
         for batch in texts.chunks(EMBED_BATCH) {
             let input: Vec<String> = batch.iter().map(|t| format!("{}{t}", prefixes.of(kind))).collect();
             vectors.extend(self.embed_batch(model, kind, &input).await?);
+            crate::telemetry::embeddings(batch.len());
         }
         Ok(vectors)
     }

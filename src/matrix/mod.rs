@@ -192,8 +192,10 @@ impl MatrixClient {
                     if self.failing.swap(false, Ordering::Relaxed) {
                         self.recovery.notify_one();
                     }
-                    return R::IncomingResponse::try_from_http_response(response)
+                    let parsed = R::IncomingResponse::try_from_http_response(response)
                         .map_err(|e| MatrixError::Response(format!("{endpoint}: {e}")));
+                    crate::telemetry::homeserver_call::<R>(parsed.is_ok());
+                    return parsed;
                 }
                 Ok(response) => {
                     let retry_after = retry_after(&response);
@@ -205,6 +207,7 @@ impl MatrixClient {
                 if err.is_transient() {
                     self.failing.store(true, Ordering::Relaxed);
                 }
+                crate::telemetry::homeserver_call::<R>(false);
                 return Err(err);
             }
             let wait = retry_after.map(|d| d.min(MAX_RETRY_AFTER)).unwrap_or(backoff);
@@ -245,9 +248,17 @@ impl MatrixClient {
     }
 
     /// One `versions` request, no retry: a readiness probe answers now, not after a back-off.
-    pub async fn probe(&self) -> Result<(), MatrixError> {
+    pub async fn probe(&self) -> Result<Vec<String>, MatrixError> {
         let request = cs::discovery::get_supported_versions::Request::new();
-        self.send_with(request, SendAccessToken::None, None, 1).await.map(drop)
+        Ok(self.send_with(request, SendAccessToken::None, None, 1).await?.versions)
+    }
+
+    /// Who the as_token acts as, one request, no retry: the homeserver knows the token only
+    /// when it has loaded the registration.
+    pub async fn whoami(&self) -> Result<String, MatrixError> {
+        let request = cs::account::whoami::v3::Request::new();
+        let token = SendAccessToken::Appservice(self.as_token.expose());
+        Ok(self.send_with(request, token, None, 1).await?.user_id.to_string())
     }
 
     /// Asks the homeserver to ping this appservice; returns the round trip it measured.

@@ -218,6 +218,17 @@ impl PlankaClient {
         path: &str,
         body: Option<Value>,
     ) -> Result<T, PlankaError> {
+        let result = self.call_once(method, path, body).await;
+        crate::telemetry::backend_call("planka", result.is_ok());
+        result
+    }
+
+    async fn call_once<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<T, PlankaError> {
         self.ensure_v2().await?;
         let request = || {
             let rb = self.inner.http.request(method.clone(), self.url(path));

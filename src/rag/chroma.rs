@@ -486,6 +486,16 @@ impl ChromaClient {
         T: DeserializeOwned,
         B: Serialize + ?Sized,
     {
+        let result = self.call_once(method, url, body).await;
+        crate::telemetry::backend_call("chroma", result.is_ok());
+        result
+    }
+
+    async fn call_once<T, B>(&self, method: Method, url: Url, body: Option<&B>) -> Result<T, ChromaError>
+    where
+        T: DeserializeOwned,
+        B: Serialize + ?Sized,
+    {
         let mut request = self.http.request(method, url.clone());
         if let Some(body) = body {
             request = request.json(body);

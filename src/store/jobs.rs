@@ -197,6 +197,14 @@ impl Store {
         Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(room_id).bind(sender).fetch_one(&self.pool).await?)
     }
 
+    /// Jobs not yet over, counted by kind and state (`queued`, `running`), for `!status` and
+    /// the metrics.
+    pub async fn jobs_depth(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
+        let sql =
+            format!("SELECT kind, state, COUNT(*) FROM jobs WHERE {ACTIVE} GROUP BY kind, state ORDER BY kind, state");
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql)).fetch_all(&self.pool).await?)
+    }
+
     /// After a crash: jobs that were running are queued again (their attempt stays counted).
     pub async fn jobs_recover(&self) -> Result<u64, StoreError> {
         Ok(sqlx::query("UPDATE jobs SET state = 'queued' WHERE state = 'running'")

@@ -13,6 +13,8 @@ pub use task::{BoardCommand, TaskCommand};
 pub enum Command {
     Help,
     Ping,
+    /// `!status`: every backend up/down with its latency, the queues, uptime and version.
+    Status,
     /// `!ask <question>`: a chat answer, asked explicitly.
     Ask {
         question: String,
@@ -76,7 +78,8 @@ pub enum PromptChange {
 /// Commands that exist. A `/name` message counts as a command only for these, so a message
 /// that starts with a path (`/etc/hosts is …`) is not answered.
 const KNOWN: &[&str] = &[
-    "help", "ping", "ask", "browse", "model", "prompt", "usage", "jobs", "cancel", "search", "index", "task", "board",
+    "help", "ping", "status", "ask", "browse", "model", "prompt", "usage", "jobs", "cancel", "search", "index", "task",
+    "board",
 ];
 
 /// Parses a message body; `None` when it is not a command at all.
@@ -96,7 +99,7 @@ pub fn parse(body: &str) -> Option<Command> {
     // The text after the name, as written (for free text such as a question).
     let text = rest.trim_start()[name.len()..].trim();
     Some(match name.as_str() {
-        "help" | "ping" | "usage" | "jobs" | "cancel" if !args.is_empty() => {
+        "help" | "ping" | "status" | "usage" | "jobs" | "cancel" if !args.is_empty() => {
             Command::Invalid { reason: strings::takes_no_arguments(&name) }
         }
         "usage" => Command::Usage,
@@ -109,6 +112,7 @@ pub fn parse(body: &str) -> Option<Command> {
         "prompt" => Command::Prompt(PromptChange::Set(text.to_owned())),
         "help" => Command::Help,
         "ping" => Command::Ping,
+        "status" => Command::Status,
         "ask" if text.is_empty() => Command::Invalid { reason: strings::ask_needs_a_question() },
         "ask" => Command::Ask { question: text.to_owned() },
         "browse" => match args.first() {
@@ -215,6 +219,9 @@ mod tests {
             ("usage", "!usage", Some(Command::Usage)),
             ("usage junk", "!usage now", invalid("usage")),
             ("jobs", "!jobs", Some(Command::Jobs)),
+            ("status", "!status", Some(Command::Status)),
+            ("slash status", "/status", Some(Command::Status)),
+            ("status junk", "!status now", invalid("status")),
             ("jobs junk", "!jobs all", invalid("jobs")),
             ("cancel", "!cancel", Some(Command::Cancel)),
             ("slash cancel", "/cancel", Some(Command::Cancel)),
