@@ -696,3 +696,50 @@ async fn a_failing_head_holds_its_room_in_order_and_a_dead_letter_lets_it_go_on(
     store.close().await;
     assert_eq!(letters.iter().map(|d| d.event_id.as_str()).collect::<Vec<_>>(), [head.as_str()]);
 }
+
+/// Bodies beyond the budget of two of the largest at once wait their turn rather than fail, and a
+/// body without a declared length is still held to `appservice.max_body_bytes` (issue 18 point 4).
+#[tokio::test]
+async fn concurrent_big_transactions_wait_for_the_body_budget_and_all_land() {
+    let env = vec![("CONCLAVE_APPSERVICE__MAX_BODY_BYTES".to_owned(), "65536".to_owned())];
+    let agent = Agent::start(synapse().slot(), Options { env, ..Options::default() }).await;
+    let alice = User::register("alice").await;
+    let room = alice.room_with(&agent.user_id()).await;
+    let body = |n: usize| {
+        let events: Vec<Value> = (0..110)
+            .map(|i| {
+                json!({"type": "m.room.message", "room_id": room, "event_id": format!("$budget-{n}-{i}"),
+                "sender": alice.user_id, "origin_server_ts": 1_700_000_000_000u64,
+                "content": {"msgtype": "m.text", "body": format!("{i} {}", "x".repeat(250))}})
+            })
+            .collect();
+        json!({ "events": events }).to_string()
+    };
+    assert!(body(0).len() > 40_000 && body(0).len() < 65_536);
+    let puts = (0..6).map(|n| {
+        let request =
+            agent.as_homeserver(Method::PUT, &format!("/_matrix/app/v1/transactions/budget-{n}")).body(body(n));
+        async move { request.send().await.unwrap().status().as_u16() }
+    });
+    assert_eq!(futures_util::future::join_all(puts).await, [200; 6]);
+
+    // Chunked (no Content-Length) and over the limit: refused while reading.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(agent.url.trim_start_matches("http://")).await.unwrap();
+    let head = format!(
+        "PUT /_matrix/app/v1/transactions/budget-chunked HTTP/1.1\r\nHost: agent\r\nAuthorization: Bearer {}\r\n\
+         Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+        agent.slot.hs_token
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    let chunk = format!("400\r\n{}\r\n", " ".repeat(1024));
+    for _ in 0..100 {
+        if tcp.write_all(chunk.as_bytes()).await.is_err() {
+            break; // refused and closed before the end
+        }
+    }
+    let _ = tcp.write_all(b"0\r\n\r\n").await;
+    let mut answer = String::new();
+    let _ = tcp.read_to_string(&mut answer).await;
+    assert!(answer.starts_with("HTTP/1.1 413") && answer.contains("M_TOO_LARGE"), "{answer}");
+}

@@ -41,7 +41,13 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
     let api = &state.context.config.agent_api;
     let agent_api = agent_api::router(api.max_body_bytes, api.max_upload_bytes);
     Router::new()
-        .route("/_matrix/app/v1/transactions/{txn_id}", put(transactions::put_transaction))
+        .route(
+            "/_matrix/app/v1/transactions/{txn_id}",
+            put(transactions::put_transaction).layer(axum::middleware::from_fn_with_state(
+                transactions::BodyBudget::new(max_body_bytes),
+                transactions::within_budget,
+            )),
+        )
         .route("/_matrix/app/v1/ping", post(queries::ping))
         .route("/_matrix/app/v1/users/{user_id}", get(queries::query_user))
         .route("/_matrix/app/v1/rooms/{alias}", get(queries::query_room_alias))
