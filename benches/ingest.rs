@@ -9,6 +9,8 @@
 
 // The ingest benchmark reads no sends; the chat benchmark does.
 #[allow(dead_code)]
+#[path = "support/serve_process.rs"]
+mod serve_process;
 #[path = "support/stub_homeserver.rs"]
 mod stub_homeserver;
 
@@ -257,18 +259,10 @@ async fn idle_rss(dir: &std::path::Path, homeserver: &str) {
     let config = dir.join("idle.toml");
     let db = dir.join("idle.db");
     std::fs::write(&config, config_toml(db.to_str().unwrap(), &format!("127.0.0.1:{port}"), homeserver)).unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_conclave-agent"))
-        .arg("--config")
-        .arg(&config)
-        .arg("serve")
-        .env("RUST_LOG", "error")
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = serve_process::spawn_serve(&config);
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
-    let rss = status.lines().find(|l| l.starts_with("VmRSS")).unwrap_or("VmRSS: ?").to_owned();
+    let rss = serve_process::status_kib(child.id(), "VmRSS");
     child.kill().unwrap();
     child.wait().unwrap();
-    println!("idle serve: {}", rss.split_whitespace().skip(1).collect::<Vec<_>>().join(" "));
+    println!("idle serve: {rss} kB");
 }

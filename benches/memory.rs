@@ -5,6 +5,8 @@
 //!
 //! Run: `cargo bench --bench memory` (env: BENCH_MB, default 31; BENCH_SETTLE_SECS, default 60).
 
+#[path = "support/serve_process.rs"]
+mod serve_process;
 #[path = "support/stub_homeserver.rs"]
 mod stub_homeserver;
 
@@ -17,9 +19,7 @@ fn env_or(name: &str, default: usize) -> usize {
 
 /// `VmRSS` or `VmHWM` of `pid`, in MiB.
 fn status_mib(pid: u32, field: &str) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with(field)).unwrap_or_else(|| panic!("no {field}"));
-    line.split_whitespace().nth(1).unwrap().parse::<f64>().unwrap() / 1024.0
+    serve_process::status_kib(pid, field) as f64 / 1024.0
 }
 
 /// Resets the peak (`VmHWM`) to the current RSS (Linux ≥ 4.0).
@@ -62,14 +62,7 @@ async fn main() {
         ),
     )
     .unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_conclave-agent"))
-        .arg("--config")
-        .arg(&config)
-        .arg("serve")
-        .env("RUST_LOG", "error")
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = serve_process::spawn_serve(&config);
     let pid = child.id();
     let agent = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::builder().timeout(Duration::from_secs(600)).build().unwrap();

@@ -618,10 +618,7 @@ async fn an_event_whose_ids_are_escaped_json_is_handled() {
 /// Chroma unreachable and Planka not configured.
 #[tokio::test]
 async fn every_command_family_and_error_gets_exactly_one_reply() {
-    let closed = |what: &str| {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        (format!("CONCLAVE_{what}"), format!("http://127.0.0.1:{port}"))
-    };
+    let closed = |what: &str| (format!("CONCLAVE_{what}"), format!("http://127.0.0.1:{}", common::free_port()));
     let env = vec![closed("LLM__BASE_URL"), closed("CHROMA__URL")];
     let agent = Agent::start(synapse().slot(), Options { env, ..Options::default() }).await;
     let alice = User::register("alice").await;
