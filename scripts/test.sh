@@ -6,6 +6,12 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
+# As root, PostgreSQL runs as `postgres` and must reach its data dir: a checkout it cannot enter
+# (a `mktemp -d` clone is mode 0700) keeps the tests' server dirs under /tmp instead.
+if [ "$(id -u)" = 0 ] && ! runuser -u postgres -- test -x "$PWD"; then
+  export CONCLAVE_TEST_TMPDIR=/tmp/conclave-test-dirs
+  mkdir -p "$CONCLAVE_TEST_TMPDIR"
+fi
 # Integration tests start Synapse and agents; two at a time fit two cores.
 cargo test --locked -- --test-threads="${CONCLAVE_TEST_THREADS:-2}"
 # Every benchmark once at a tiny size: one that no longer runs is noticed (figures: `cargo bench`).

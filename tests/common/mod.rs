@@ -95,7 +95,8 @@ pub fn tools_dir() -> std::path::PathBuf {
         .unwrap_or_else(|| Path::new(&std::env::var("HOME").unwrap()).join(".cache/conclave"))
 }
 
-/// A fresh directory for one server or agent, under cargo's per-target tmp dir:
+/// A fresh directory for one server or agent, under cargo's per-target tmp dir (or
+/// `$CONCLAVE_TEST_TMPDIR`):
 /// `conclave-tests/<test binary>/run-<pid>/<name>-…`. Only the latest run of each binary is kept
 /// (its logs are what one reads after a failure); runs whose process has ended are removed when
 /// the next run starts.
@@ -111,7 +112,11 @@ fn run_dir() -> &'static Path {
         let stem = exe.file_stem().unwrap().to_string_lossy();
         // Cargo names test binaries `<name>-<hash>`.
         let binary = stem.rsplit_once('-').map_or(&*stem, |(name, _)| name);
-        let base = Path::new(env!("CARGO_TARGET_TMPDIR")).join("conclave-tests").join(binary);
+        // `CONCLAVE_TEST_TMPDIR` when the checkout is out of reach of the servers that run as
+        // another user (PostgreSQL as `postgres` under root; scripts/test.sh sets it).
+        let tmp = std::env::var_os("CONCLAVE_TEST_TMPDIR")
+            .map_or_else(|| Path::new(env!("CARGO_TARGET_TMPDIR")).to_path_buf(), std::path::PathBuf::from);
+        let base = tmp.join("conclave-tests").join(binary);
         std::fs::create_dir_all(&base).unwrap();
         for entry in std::fs::read_dir(&base).unwrap().flatten() {
             let file_name = entry.file_name();
