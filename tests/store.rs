@@ -237,6 +237,19 @@ async fn tasks_contract(store: Store) {
     assert_eq!(store.card_of_message("!a", "$r2").await.unwrap().as_deref(), Some("c1"));
     assert_eq!(store.card_of_message("!b", "$r2").await.unwrap(), None);
 
+    // A Planka write's intent: the first try is not "earlier"; a replay is, and sees the result.
+    use conclave_agent::store::PlankaIntent;
+    let first = PlankaIntent { earlier: false, result: None };
+    assert_eq!(store.planka_intent("!a", "$w1").await.unwrap(), first);
+    assert_eq!(store.planka_intent("!a", "$w1").await.unwrap(), PlankaIntent { earlier: true, result: None });
+    assert_eq!(store.planka_intent("!b", "$w1").await.unwrap(), first, "per room");
+    assert!(!store.planka_result_claimed("k1").await.unwrap());
+    store.planka_intent_done("!a", "$w1", "k1").await.unwrap();
+    let done = PlankaIntent { earlier: true, result: Some("k1".into()) };
+    assert_eq!(store.planka_intent("!a", "$w1").await.unwrap(), done);
+    assert!(store.planka_result_claimed("k1").await.unwrap());
+    assert!(store.card_known("c2").await.unwrap() && !store.card_known("c9").await.unwrap());
+
     // Leaving a room keeps its binding for a return, but its board's changes reach only rooms the
     // agent is in.
     assert_eq!(store.rooms_bound_to("b1").await.unwrap(), ["!a", "!b"]);
@@ -508,6 +521,7 @@ async fn prune_contract(store: Store) {
     store.index_fail(&job, "refused").await.unwrap();
     store.remember_card_message("!p", "$note", "c1").await.unwrap();
     store.record_usage("!p", "@u:s", "m", 1, 1).await.unwrap();
+    store.planka_intent("!p", "$write").await.unwrap();
 
     let all = |cutoff: i64, day: i64| Cutoffs {
         jobs_ms: cutoff,
@@ -521,13 +535,16 @@ async fn prune_contract(store: Store) {
     assert_eq!(store.edit_original("$edit").await.unwrap().as_deref(), Some("$orig"));
 
     let removed = store.prune(&all(now_ms() + 1, today() + 1)).await.unwrap();
-    for table in ["dead_letters", "index_redacted", "index_failures", "index_edits", "task_messages", "usage"] {
+    for table in
+        ["dead_letters", "index_redacted", "index_failures", "index_edits", "task_messages", "usage", "planka_intents"]
+    {
         assert_eq!(removed.iter().find(|(t, _)| *t == table).map(|(_, n)| *n), Some(1), "{table}: {removed:?}");
     }
     assert_eq!(store.dead_letter_count().await.unwrap(), 0);
     assert_eq!(store.edit_original("$edit").await.unwrap(), None);
     assert_eq!(store.card_of_message("!p", "$note").await.unwrap(), None);
     assert_eq!(store.room_usage("!p", today()).await.unwrap().requests, 0);
+    assert!(!store.planka_intent("!p", "$write").await.unwrap().earlier, "its intent went");
     store.close().await;
 }
 

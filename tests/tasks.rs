@@ -7,7 +7,10 @@ use common::agent::{Agent, Options};
 use common::client::User;
 use common::fake_planka::FakePlanka;
 use common::synapse::synapse;
+use common::wait_for;
+use reqwest::Method;
 use serde_json::{Value, json};
+use std::time::Duration;
 
 const WEBHOOK_TOKEN: &str = "webhook-token-for-tests-0123456789";
 
@@ -94,6 +97,25 @@ impl World {
     async fn bind(&self) {
         let text = self.ask("!board bind \"Conclave/Dev board\"").await;
         assert!(text.contains("Bound this room"), "{text}");
+    }
+
+    /// Sends `command` while Planka's answers to POSTs ending in `path_end` are held back; once
+    /// `wrote` sees that Planka did the write, kills the agent (it never heard back), starts it
+    /// again and returns its reply to the replayed command.
+    async fn crash_after_planka_wrote(
+        &mut self,
+        path_end: &str,
+        command: &str,
+        wrote: impl Fn(&FakePlanka) -> bool,
+    ) -> String {
+        self.planka.hold_answers(Some((Method::POST, path_end)));
+        let trigger = self.alice.send_text(&self.room, command).await;
+        wait_for("Planka to do the write", Duration::from_secs(30), || async { wrote(&self.planka).then_some(()) })
+            .await;
+        self.agent.kill9();
+        self.planka.hold_answers(None);
+        self.agent.spawn().await;
+        body(&self.alice.wait_reply(&self.room, &self.agent.user_id(), &trigger).await).to_owned()
     }
 
     fn only_card(&self) -> Value {
@@ -239,6 +261,33 @@ async fn every_task_command_works_from_chat() {
     assert!(text.contains("at most 256 characters"), "{text}");
     assert_eq!(w.planka.cards().len(), 2, "refused commands create nothing");
     w.assert_no_secret_shown().await;
+}
+
+/// Planka's writes are not idempotent: when Planka made the card (or the comment) and the agent
+/// died before it heard back, the replayed command finds what was made instead of making it again
+/// (hardening point 4).
+#[tokio::test]
+async fn a_planka_write_done_before_a_crash_is_not_done_again_on_replay() {
+    let mut w = World::start().await;
+    w.bind().await;
+
+    let reply = w.crash_after_planka_wrote("/cards", "!task Survive the crash", |p| p.cards().len() == 1).await;
+    let card = w.only_card();
+    assert_eq!(card["name"], "Survive the crash");
+    assert!(reply.contains("`#1`") && reply.contains(card["id"].as_str().unwrap()), "{reply}");
+
+    let reply =
+        w.crash_after_planka_wrote("/comments", "!task comment #1 said once", |p| p.comments().len() == 1).await;
+    assert!(reply.contains("Commented on `#1`"), "{reply}");
+    assert_eq!(w.planka.comments().len(), 1, "{:?}", w.planka.comments());
+
+    // A new command with the same words is a new write, not a replay.
+    let text = w.ask("!task Survive the crash").await;
+    assert!(text.contains("`#2`"), "{text}");
+    assert_eq!(w.planka.cards().len(), 2);
+    let text = w.ask("!task comment #1 said once").await;
+    assert!(text.contains("Commented on `#1`"), "{text}");
+    assert_eq!(w.planka.comments().len(), 2);
 }
 
 /// A card of another board is out of this room's reach, even by id.

@@ -85,17 +85,21 @@ async fn run_task(ctx: &Context, tasks: &Tasks, ev: &OriginalRoomMessageEvent, t
     match task {
         TaskCommand::Create { title } => {
             // A replayed command finds the card it made the first time.
-            let card = match ctx.store.card_by_trigger(room, ev.event_id.as_str()).await? {
+            let trigger = ev.event_id.as_str();
+            let card = match ctx.store.card_by_trigger(room, trigger).await? {
                 Some(known) => client.card(&known.card_id).await?,
-                None => {
-                    let description = match replied_to(ev) {
-                        Some(target) => Some(describe(ctx, ev, target).await),
-                        None => None,
-                    };
-                    let card = client.create_card(&binding.list_id, title, description.as_deref()).await?;
-                    tasks.touch(&card.id);
-                    card
-                }
+                None => match card_made_before(ctx, tasks, &binding, room, trigger, title).await? {
+                    Some(card) => card,
+                    None => {
+                        let description = match replied_to(ev) {
+                            Some(target) => Some(describe(ctx, ev, target).await),
+                            None => None,
+                        };
+                        let card = client.create_card(&binding.list_id, title, description.as_deref()).await?;
+                        tasks.touch(&card.id);
+                        card
+                    }
+                },
             };
             let reference = ctx.store.remember_card(room, &card.id, Some(ev.event_id.as_str())).await?;
             Ok(Reply::about(&card, strings::card_created(reference, &card.name, &client.card_url(&card.id))))
@@ -155,7 +159,12 @@ async fn run_task(ctx: &Context, tasks: &Tasks, ev: &OriginalRoomMessageEvent, t
         }
         TaskCommand::Comment { card, text } => {
             let (card, reference) = resolve_card(ctx, tasks, ev, &binding, card.as_ref()).await?;
-            client.comment(&card.id, &strings::planka_comment(text, ev.sender.as_str())).await?;
+            let text = strings::planka_comment(text, ev.sender.as_str());
+            let trigger = ev.event_id.as_str();
+            if !comment_made_before(ctx, tasks, room, trigger, &card.id, &text).await? {
+                let comment = client.comment(&card.id, &text).await?;
+                ctx.store.planka_intent_done(room, trigger, &comment.id).await?;
+            }
             tasks.touch(&card.id);
             Ok(Reply::about(&card, strings::card_commented(reference, &card.name)))
         }
@@ -291,6 +300,60 @@ async fn resolve_card(
     }
     let reference = ctx.store.remember_card(room, &card.id, None).await?;
     Ok((card, reference))
+}
+
+/// Planka's writes are not idempotent, and a crash can fall between Planka's answer and the
+/// agent's record of it. So the intent is recorded before the write, and a replay that finds an
+/// earlier try looks for the card that try made: by the agent, with this title, known to no room.
+async fn card_made_before(
+    ctx: &Context,
+    tasks: &Tasks,
+    binding: &Binding,
+    room: &str,
+    trigger: &str,
+    title: &str,
+) -> Outcome<Option<Card>> {
+    if !ctx.store.planka_intent(room, trigger).await?.earlier {
+        return Ok(None);
+    }
+    let me = tasks.my_id().await?;
+    let board = tasks.client.board(&binding.board_id).await?;
+    // Newest last in Planka's order; a stray older namesake is less likely than the latest.
+    for card in board.cards.iter().rev().filter(|c| c.creator_user_id.as_deref() == Some(me) && c.name == title) {
+        if !ctx.store.card_known(&card.id).await? {
+            tracing::info!(card_id = %card.id, "a replayed command found the card its first try made");
+            return Ok(Some(card.clone()));
+        }
+    }
+    Ok(None)
+}
+
+/// Whether an earlier try of this command posted the comment already (see [`card_made_before`]):
+/// recorded, or found on the card (by the agent, this text, claimed by no other command).
+async fn comment_made_before(
+    ctx: &Context,
+    tasks: &Tasks,
+    room: &str,
+    trigger: &str,
+    card_id: &str,
+    text: &str,
+) -> Outcome<bool> {
+    let intent = ctx.store.planka_intent(room, trigger).await?;
+    if intent.result.is_some() {
+        return Ok(true);
+    }
+    if !intent.earlier {
+        return Ok(false);
+    }
+    let me = tasks.my_id().await?;
+    for comment in tasks.client.comments(card_id).await? {
+        if comment.user_id == me && comment.text == text && !ctx.store.planka_result_claimed(&comment.id).await? {
+            tracing::info!(comment_id = %comment.id, "a replayed command found the comment its first try posted");
+            ctx.store.planka_intent_done(room, trigger, &comment.id).await?;
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// A list of the board by name, ignoring case; the refusal lists the names there are.

@@ -183,6 +183,13 @@ impl PlankaClient {
         Ok(one.item.into())
     }
 
+    /// A card's comments, newest first (Planka v2).
+    pub async fn comments(&self, card_id: &str) -> Result<Vec<Comment>, PlankaError> {
+        let path = format!("/api/cards/{}/comments", segment(card_id)?);
+        let many: Many<WireComment> = self.call(Method::GET, &path, None).await?;
+        Ok(many.items.into_iter().map(Into::into).collect())
+    }
+
     /// Makes a user a member of a card; one who is a member already is fine (Planka answers 409).
     pub async fn add_card_member(&self, card_id: &str, user_id: &str) -> Result<(), PlankaError> {
         let path = format!("/api/cards/{}/card-memberships", segment(card_id)?);

@@ -47,6 +47,8 @@ pub struct Card {
     /// 0 for cards in system lists, where Planka keeps no position.
     pub position: f64,
     pub is_closed: bool,
+    /// The Planka user who made the card.
+    pub creator_user_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -171,6 +173,8 @@ pub(crate) struct WireCard {
     pub position: Option<f64>,
     #[serde(default)]
     pub is_closed: bool,
+    #[serde(default)]
+    pub creator_user_id: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -244,6 +248,7 @@ impl WireCard {
             board_id: self.board_id,
             position: self.position.unwrap_or_default(),
             is_closed: self.is_closed,
+            creator_user_id: self.creator_user_id,
         })
     }
 }

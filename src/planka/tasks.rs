@@ -38,11 +38,15 @@ impl Tasks {
         touched.insert(card_id.to_owned(), Instant::now());
     }
 
+    /// The agent's own Planka user id, asked once.
+    pub async fn my_id(&self) -> Result<&str, PlankaError> {
+        self.me.get_or_try_init(|| async { self.client.me().await.map(|u| u.id) }).await.map(String::as_str)
+    }
+
     /// Whether a change Planka reports was made by the agent: its Planka user acted, or (when
     /// that cannot be told) the agent changed that card within the last minute.
     pub async fn is_own_change(&self, actor_id: Option<&str>, card_id: Option<&str>) -> bool {
-        let me = self.me.get_or_try_init(|| async { self.client.me().await.map(|u| u.id) }).await;
-        match (me, actor_id) {
+        match (self.my_id().await, actor_id) {
             (Ok(me), Some(actor)) => me == actor,
             _ => card_id.is_some_and(|card| {
                 self.touched.lock().expect("not poisoned").get(card).is_some_and(|at| at.elapsed() < ECHO_WINDOW)

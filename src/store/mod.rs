@@ -21,7 +21,7 @@ pub use index::{IndexJob, IndexOp, IndexWrite};
 pub use jobs::{CancelTarget, Job, JobState, NewJob};
 pub use prune::Cutoffs;
 pub use settings::{RoomSettings, UsageTotals, today};
-pub use tasks::{Binding, TaskCard};
+pub use tasks::{Binding, PlankaIntent, TaskCard};
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Executor};

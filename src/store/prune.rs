@@ -14,7 +14,7 @@ pub struct Cutoffs {
 }
 
 /// Table, time column and cutoff of each age-pruned table.
-fn rules(c: &Cutoffs) -> [(&'static str, &'static str, i64); 6] {
+fn rules(c: &Cutoffs) -> [(&'static str, &'static str, i64); 7] {
     [
         ("dead_letters", "DELETE FROM dead_letters WHERE failed_at < $1", c.dead_letters_ms),
         ("index_redacted", "DELETE FROM index_redacted WHERE redacted_at < $1", c.index_notes_ms),
@@ -22,6 +22,8 @@ fn rules(c: &Cutoffs) -> [(&'static str, &'static str, i64); 6] {
         ("index_edits", "DELETE FROM index_edits WHERE edited_at < $1", c.index_notes_ms),
         ("task_messages", "DELETE FROM task_messages WHERE created_at < $1", c.task_messages_ms),
         ("usage", "DELETE FROM usage WHERE day < $1", c.usage_day),
+        // A command is replayed within hours at most; its intent is kept as long as its job.
+        ("planka_intents", "DELETE FROM planka_intents WHERE started_at < $1", c.jobs_ms),
     ]
 }
 

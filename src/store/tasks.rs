@@ -30,6 +30,15 @@ fn card((room_id, ref_no, card_id, trigger_event_id, reply_event_id, created_at)
     TaskCard { room_id, ref_no, card_id, trigger_event_id, reply_event_id, created_at }
 }
 
+/// A Planka write about to be made for a command (see migration 0015).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlankaIntent {
+    /// An earlier try of the same command got as far as the call: Planka may have done it.
+    pub earlier: bool,
+    /// What the earlier try made, when it lived to record it.
+    pub result: Option<String>,
+}
+
 const CARD_COLUMNS: &str = "room_id, ref_no, card_id, trigger_event_id, reply_event_id, created_at";
 
 impl Store {
@@ -155,5 +164,55 @@ impl Store {
             .bind(event_id)
             .fetch_optional(&self.pool)
             .await?)
+    }
+
+    /// Records that `trigger` is about to write to Planka, and tells whether a try before did.
+    pub async fn planka_intent(&self, room_id: &str, trigger: &str) -> Result<PlankaIntent, StoreError> {
+        let inserted = sqlx::query(
+            "INSERT INTO planka_intents (room_id, trigger_event_id, started_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (room_id, trigger_event_id) DO NOTHING",
+        )
+        .bind(room_id)
+        .bind(trigger)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        let result: Option<String> =
+            sqlx::query_scalar("SELECT result FROM planka_intents WHERE room_id = $1 AND trigger_event_id = $2")
+                .bind(room_id)
+                .bind(trigger)
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(PlankaIntent { earlier: inserted == 0, result })
+    }
+
+    /// Records what `trigger`'s Planka write made.
+    pub async fn planka_intent_done(&self, room_id: &str, trigger: &str, result: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE planka_intents SET result = $3 WHERE room_id = $1 AND trigger_event_id = $2")
+            .bind(room_id)
+            .bind(trigger)
+            .bind(result)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Whether some command already counts `result` as what it made.
+    pub async fn planka_result_claimed(&self, result: &str) -> Result<bool, StoreError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM planka_intents WHERE result = $1")
+            .bind(result)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n > 0)
+    }
+
+    /// Whether any room knows `card_id`.
+    pub async fn card_known(&self, card_id: &str) -> Result<bool, StoreError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM task_cards WHERE card_id = $1")
+            .bind(card_id)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n > 0)
     }
 }

@@ -96,6 +96,8 @@ struct Data {
     v1: bool,
     down: bool,
     reject_tokens: bool,
+    /// Requests with this method whose path ends so are carried out, but never answered.
+    held: Option<(Method, String)>,
 }
 
 impl Data {
@@ -316,6 +318,13 @@ impl FakePlanka {
         self.with(|d| d.down = on);
     }
 
+    /// While set, a request with `method` whose path ends with `suffix` is carried out and its
+    /// answer held back for good: what the client sees when Planka did the work and the client
+    /// died (or timed out) before the answer came.
+    pub fn hold_answers(&self, hold: Option<(Method, &str)>) {
+        self.with(|d| d.held = hold.map(|(method, suffix)| (method, suffix.to_owned())));
+    }
+
     /// The terms text changed: every user must accept again at the next password login.
     pub fn change_terms(&self) {
         self.with(|d| d.users.iter_mut().for_each(|u| u.terms_accepted = false));
@@ -406,7 +415,20 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let mut d = data.lock().unwrap();
+    let held = data
+        .lock()
+        .unwrap()
+        .held
+        .as_ref()
+        .is_some_and(|(m, suffix)| *m == method && uri.path().ends_with(suffix.as_str()));
+    let response = respond(&mut data.lock().unwrap(), method, &uri, &headers, &body);
+    if held {
+        std::future::pending::<()>().await;
+    }
+    response
+}
+
+fn respond(d: &mut Data, method: Method, uri: &Uri, headers: &HeaderMap, body: &Bytes) -> Response {
     let path = uri.path().to_owned();
     let auth = match (headers.get("x-api-key"), headers.get("authorization")) {
         (Some(key), _) => SeenAuth::ApiKey(key.to_str().unwrap_or_default().into()),
@@ -417,7 +439,7 @@ async fn handle(
         (None, None) => SeenAuth::None,
     };
     let json_body: Value =
-        if body.is_empty() { Value::Null } else { serde_json::from_slice(&body).unwrap_or(Value::Null) };
+        if body.is_empty() { Value::Null } else { serde_json::from_slice(body).unwrap_or(Value::Null) };
     d.seen.push(Seen { method: method.to_string(), path: path.clone(), auth: auth.clone(), body: json_body.clone() });
     if d.down {
         return (
@@ -436,8 +458,8 @@ async fn handle(
 
     // Routes without authentication.
     match (&method, segments.as_slice()) {
-        (&Method::POST, ["access-tokens"]) => return login(&mut d, &json_body),
-        (&Method::POST, ["access-tokens", "accept-terms"]) if !d.v1 => return accept_terms(&mut d, &json_body),
+        (&Method::POST, ["access-tokens"]) => return login(d, &json_body),
+        (&Method::POST, ["access-tokens", "accept-terms"]) if !d.v1 => return accept_terms(d, &json_body),
         (&Method::GET, ["terms"]) if !d.v1 => {
             return ok(json!({"item": {"type": "general", "language": "en-US",
                 "content": "# Terms of Service\n\nBe nice.", "signature": TERMS_SIGNATURE}}));
@@ -447,11 +469,11 @@ async fn handle(
         _ => {}
     }
 
-    let user_id = match authenticate(&d, &auth) {
+    let user_id = match authenticate(d, &auth) {
         Some(id) => id,
         None => return unauthorized(),
     };
-    route(&mut d, &method, &path, &segments, &json_body, &user_id)
+    route(d, &method, &path, &segments, &json_body, &user_id)
 }
 
 /// The user a request acts as: `X-Api-Key` (v2 only), or a valid `Bearer` JWT. An API key sent as
