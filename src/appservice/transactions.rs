@@ -54,7 +54,10 @@ pub struct ParsedTransaction {
 /// handler answers 400); an event without `room_id`/`event_id` is skipped with a warning, since
 /// one malformed event must not block the homeserver's queue.
 pub fn parse_transaction(body: &[u8]) -> Result<ParsedTransaction, serde_json::Error> {
-    let txn: Transaction = serde_json::from_slice(body)?;
+    // JSON is UTF-8 throughout (RFC 8259); serde_json checks only the strings it keeps, so a body
+    // with invalid bytes in a part it skips (found by fuzzing: in an ephemeral event) would pass.
+    let text = std::str::from_utf8(body).map_err(serde::de::Error::custom)?;
+    let txn: Transaction = serde_json::from_str(text)?;
     let ephemeral = txn.ephemeral.or(txn.ephemeral_unstable).map_or(0, |v| v.len());
     let mut events = Vec::with_capacity(txn.events.len());
     for raw in &txn.events {
@@ -183,7 +186,13 @@ mod tests {
 
     #[test]
     fn parse_transaction_refuses_what_is_not_a_transaction() {
-        for (name, body) in [("not json", &b"{"[..]), ("no events", b"{}"), ("events not a list", br#"{"events":1}"#)] {
+        for (name, body) in [
+            ("not json", &b"{"[..]),
+            ("no events", b"{}"),
+            ("events not a list", br#"{"events":1}"#),
+            // Found by fuzzing: invalid UTF-8 where nothing is kept was accepted.
+            ("invalid UTF-8 in a skipped part", b"{\"events\":[],\"ephemeral\":[{\"type\":\"m.rece\x8dt\"}]}"),
+        ] {
             assert!(parse_transaction(body).is_err(), "{name}");
         }
     }
