@@ -11,6 +11,7 @@ mod transactions;
 
 pub use auth::HomeserverAuth;
 pub use error::ApiError;
+pub use transactions::{ParsedTransaction, parse_transaction};
 
 use crate::context::Context;
 use crate::matrix::MatrixClient;

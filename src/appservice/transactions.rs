@@ -40,6 +40,39 @@ struct EventHead<'a> {
     event_id: Cow<'a, str>,
 }
 
+/// A transaction body as the inbox takes it.
+#[derive(Debug)]
+pub struct ParsedTransaction {
+    /// Its timeline events, in the order sent.
+    pub events: Vec<NewEvent>,
+    /// How many ephemeral events (typing, receipts, presence) came with it.
+    pub ephemeral: usize,
+}
+
+/// Parses a `PUT /transactions` body: what the handler stores, and the entry point of the
+/// `transaction_body` fuzz target (`fuzz/`). An error is a body that is not a transaction (the
+/// handler answers 400); an event without `room_id`/`event_id` is skipped with a warning, since
+/// one malformed event must not block the homeserver's queue.
+pub fn parse_transaction(body: &[u8]) -> Result<ParsedTransaction, serde_json::Error> {
+    // JSON is UTF-8 throughout (RFC 8259); serde_json checks only the strings it keeps, so a body
+    // with invalid bytes in a part it skips (found by fuzzing: in an ephemeral event) would pass.
+    let text = std::str::from_utf8(body).map_err(serde::de::Error::custom)?;
+    let txn: Transaction = serde_json::from_str(text)?;
+    let ephemeral = txn.ephemeral.or(txn.ephemeral_unstable).map_or(0, |v| v.len());
+    let mut events = Vec::with_capacity(txn.events.len());
+    for raw in &txn.events {
+        match serde_json::from_str::<EventHead>(raw.get()) {
+            Ok(head) => events.push(NewEvent {
+                room_id: head.room_id.into_owned(),
+                event_id: head.event_id.into_owned(),
+                json: raw.get().to_owned(),
+            }),
+            Err(e) => tracing::warn!(error = %e, "skipping an event without room_id/event_id"),
+        }
+    }
+    Ok(ParsedTransaction { events, ephemeral })
+}
+
 /// Bytes of transaction bodies being read and parsed at once: two of the largest allowed. A body
 /// and what is parsed from it take about twice its size until it is stored, so without a bound
 /// four 31 MB transactions at once took 330 MiB; beyond the budget a request waits its turn
@@ -108,24 +141,10 @@ pub async fn put_transaction(
     body: Body,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let body = read_body(body, &headers, state.context.config.appservice.max_body_bytes).await?;
-    let txn: Transaction = serde_json::from_slice(&body).map_err(|e| {
+    let ParsedTransaction { events, ephemeral } = parse_transaction(&body).map_err(|e| {
         let errcode = if e.is_data() { "M_BAD_JSON" } else { "M_NOT_JSON" };
         ApiError::new(StatusCode::BAD_REQUEST, errcode, format!("invalid transaction: {e}"))
     })?;
-    let ephemeral = txn.ephemeral.or(txn.ephemeral_unstable).map_or(0, |v| v.len());
-
-    let mut events = Vec::with_capacity(txn.events.len());
-    for raw in &txn.events {
-        match serde_json::from_str::<EventHead>(raw.get()) {
-            Ok(head) => events.push(NewEvent {
-                room_id: head.room_id.into_owned(),
-                event_id: head.event_id.into_owned(),
-                json: raw.get().to_owned(),
-            }),
-            // One malformed event must not block the homeserver's queue: skip it, keep the rest.
-            Err(e) => tracing::warn!(error = %e, "skipping an event without room_id/event_id"),
-        }
-    }
     if events.is_empty() {
         tracing::debug!(ephemeral, "transaction without timeline events");
         return Ok(Json(serde_json::json!({})));
@@ -145,4 +164,36 @@ pub async fn put_transaction(
         tracing::info!("transaction seen before; acknowledged again without effect");
     }
     Ok(Json(serde_json::json!({})))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_transaction;
+
+    #[test]
+    fn parse_transaction_keeps_escaped_ids_skips_headless_events_and_counts_ephemeral() {
+        let body = br#"{"events":[
+            {"room_id":"\u0021r:x","event_id":"$a","type":"m.room.message"},
+            {"type":"m.room.message"},
+            {"room_id":"!r:x","event_id":"$b"}
+        ],"de.sorunome.msc2409.ephemeral":[{"type":"m.typing"}]}"#;
+        let parsed = parse_transaction(body).unwrap();
+        let ids: Vec<_> = parsed.events.iter().map(|e| (e.room_id.as_str(), e.event_id.as_str())).collect();
+        assert_eq!(ids, [("!r:x", "$a"), ("!r:x", "$b")]);
+        assert!(parsed.events[0].json.contains(r"\u0021r:x"), "the JSON is kept as sent");
+        assert_eq!(parsed.ephemeral, 1);
+    }
+
+    #[test]
+    fn parse_transaction_refuses_what_is_not_a_transaction() {
+        for (name, body) in [
+            ("not json", &b"{"[..]),
+            ("no events", b"{}"),
+            ("events not a list", br#"{"events":1}"#),
+            // Found by fuzzing: invalid UTF-8 where nothing is kept was accepted.
+            ("invalid UTF-8 in a skipped part", b"{\"events\":[],\"ephemeral\":[{\"type\":\"m.rece\x8dt\"}]}"),
+        ] {
+            assert!(parse_transaction(body).is_err(), "{name}");
+        }
+    }
 }

@@ -1,0 +1,149 @@
+//! The transaction endpoint side by side with mautrix-python's appservice handler (a no-op
+//! event handler) under the same `wrk` load: 2 threads, 16 connections, 50-event transactions
+//! with unique txn ids (benches/support/wrk_transactions.lua), in alternating rounds (ours,
+//! theirs, ours, …). Ours is the release `conclave-agent serve` on SQLite (ingest commits
+//! synchronous=FULL: each 200 is durable), against the stub homeserver; theirs answers after
+//! parsing, in memory. Prints the medians of events/s and p99 of each, and the ratios.
+//!
+//! Manual, not in CI: needs `wrk` on PATH and a Python with `mautrix` and `aiohttp`
+//! (`BENCH_MAUTRIX_PYTHON`, default `~/.cache/conclave/mautrix-venv/bin/python`; see README,
+//! "Benchmarks"). Run: `cargo bench --bench wrk` (env: BENCH_ROUNDS=3, BENCH_SECS=10).
+
+#[allow(dead_code)]
+#[path = "support/serve_process.rs"]
+mod serve_process;
+#[allow(dead_code)]
+#[path = "support/stub_homeserver.rs"]
+mod stub_homeserver;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const EVENTS_PER_TXN: f64 = 50.0;
+const ROOMS: usize = 20;
+const HS_TOKEN: &str = "bench-hs";
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// One wrk run's figures.
+struct Round {
+    events_per_s: f64,
+    p99_ms: f64,
+}
+
+/// Waits until `port` answers HTTP (any status).
+async fn wait_listening(port: u16, child: &mut Child) {
+    let started = Instant::now();
+    while reqwest::get(format!("http://127.0.0.1:{port}/health")).await.is_err() {
+        assert!(child.try_wait().unwrap().is_none(), "the server on port {port} exited");
+        assert!(started.elapsed() < Duration::from_secs(30), "nothing listens on {port}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn wrk(port: u16, secs: u64, run: &str) -> Round {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/support/wrk_transactions.lua");
+    let out = Command::new("wrk")
+        .args(["-t2", "-c16", &format!("-d{secs}s"), "--latency", "-s"])
+        .arg(&script)
+        .arg(format!("http://127.0.0.1:{port}"))
+        .env("HS_TOKEN", HS_TOKEN)
+        .env("RUN_ID", run)
+        .output()
+        .expect("wrk runs (apt-get install wrk)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout.lines().find_map(|l| l.strip_prefix("WRK ")).unwrap_or_else(|| panic!("wrk said: {stdout}"));
+    let n: Vec<f64> = line.split(' ').map(|w| w.parse().unwrap()).collect();
+    let (requests, errors, seconds, p99_us) = (n[0], n[1], n[2], n[3]);
+    assert!(errors == 0.0, "{errors} of {requests} requests failed in run {run}:\n{stdout}");
+    Round { events_per_s: requests * EVENTS_PER_TXN / seconds, p99_ms: p99_us / 1e3 }
+}
+
+/// Ours: the release binary on a fresh SQLite database, its rooms joined.
+async fn start_agent(dir: &Path, homeserver: &str) -> (Child, u16) {
+    let port = free_port();
+    let db = dir.join("agent.db");
+    let url = format!("sqlite://{}", db.display());
+    let config = dir.join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[homeserver]\nurl = \"{homeserver}\"\nserver_name = \"bench.local\"\n\
+             [appservice]\nlisten = \"127.0.0.1:{port}\"\nas_token = \"bench-as\"\nhs_token = \"{HS_TOKEN}\"\n\
+             [database]\nurl = \"{url}\"\n"
+        ),
+    )
+    .unwrap();
+    stub_homeserver::agent_joined(&url, (0..ROOMS).map(|n| format!("!room{n}:bench.local"))).await;
+    let mut child = serve_process::spawn_serve(&config);
+    wait_listening(port, &mut child).await;
+    (child, port)
+}
+
+/// Theirs: mautrix-python's `AppService` with a no-op handler.
+async fn start_mautrix(dir: &Path) -> (Child, u16) {
+    let python = std::env::var("BENCH_MAUTRIX_PYTHON").map(PathBuf::from).unwrap_or_else(|_| {
+        PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/conclave/mautrix-venv/bin/python")
+    });
+    let port = free_port();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/support/mautrix_appservice.py");
+    let mut child = Command::new(&python)
+        .arg(script)
+        .arg(port.to_string())
+        .arg(HS_TOKEN)
+        .arg(dir)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{} starts ({e}): pip install mautrix aiohttp", python.display()));
+    wait_listening(port, &mut child).await;
+    (child, port)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+#[tokio::main]
+async fn main() {
+    let rounds = env_or("BENCH_ROUNDS", 3).max(1);
+    let secs = env_or("BENCH_SECS", 10);
+    let (homeserver, _sent) = stub_homeserver::start().await;
+    println!("wrk -t2 -c16 -d{secs}s, 50-event transactions over {ROOMS} rooms, {rounds} alternating rounds each");
+    let mut ours = Vec::new();
+    let mut theirs = Vec::new();
+    for round in 0..rounds {
+        // A fresh server each round, so no round runs on another's database or warm caches.
+        let dir = tempfile::tempdir().unwrap();
+        let (mut agent, port) = start_agent(dir.path(), &homeserver).await;
+        let r = wrk(port, secs, &format!("ours{round}"));
+        agent.kill().unwrap();
+        agent.wait().unwrap();
+        println!("  round {round} conclave-agent: {:>8.0} events/s, p99 {:>6.2} ms", r.events_per_s, r.p99_ms);
+        ours.push(r);
+
+        let (mut peer, port) = start_mautrix(dir.path()).await;
+        let r = wrk(port, secs, &format!("theirs{round}"));
+        peer.kill().unwrap();
+        peer.wait().unwrap();
+        println!("  round {round} mautrix-python: {:>8.0} events/s, p99 {:>6.2} ms", r.events_per_s, r.p99_ms);
+        theirs.push(r);
+    }
+    let rate = |v: &[Round]| median(v.iter().map(|r| r.events_per_s).collect());
+    let p99 = |v: &[Round]| median(v.iter().map(|r| r.p99_ms).collect());
+    println!("medians of {rounds} rounds each:");
+    println!("  conclave-agent (SQLite, durable): {:>8.0} events/s, p99 {:>6.2} ms", rate(&ours), p99(&ours));
+    println!("  mautrix-python (no-op handler):   {:>8.0} events/s, p99 {:>6.2} ms", rate(&theirs), p99(&theirs));
+    println!(
+        "  ratio: {:.2}x the events/s (target >= 3), p99 {:.2} of theirs (target <= 0.5)",
+        rate(&ours) / rate(&theirs),
+        p99(&ours) / p99(&theirs)
+    );
+}
