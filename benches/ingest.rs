@@ -255,7 +255,7 @@ async fn run_level(url: &str, bodies: &Arc<Vec<String>>, concurrency: usize, lev
 
 /// Starts the real binary, lets it settle, and reads its resident set size.
 async fn idle_rss(dir: &std::path::Path, homeserver: &str) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = serve_process::free_port();
     let config = dir.join("idle.toml");
     let db = dir.join("idle.db");
     std::fs::write(&config, config_toml(db.to_str().unwrap(), &format!("127.0.0.1:{port}"), homeserver)).unwrap();

@@ -50,7 +50,7 @@ async fn main() {
     let settle = env_or("BENCH_SETTLE_SECS", 60);
     let (homeserver, _sent) = stub_homeserver::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = serve_process::free_port();
     let config = dir.path().join("memory.toml");
     std::fs::write(
         &config,
@@ -66,9 +66,7 @@ async fn main() {
     let pid = child.id();
     let agent = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::builder().timeout(Duration::from_secs(600)).build().unwrap();
-    while http.get(format!("{agent}/health")).send().await.is_err() {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    serve_process::wait_listening(port, &mut child).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let idle = status_mib(pid, "VmRSS");
     let put = |txn: String, body: String| {

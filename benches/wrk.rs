@@ -18,7 +18,6 @@ mod stub_homeserver;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 const EVENTS_PER_TXN: f64 = 50.0;
 const ROOMS: usize = 20;
@@ -28,24 +27,10 @@ fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// One wrk run's figures.
 struct Round {
     events_per_s: f64,
     p99_ms: f64,
-}
-
-/// Waits until `port` answers HTTP (any status).
-async fn wait_listening(port: u16, child: &mut Child) {
-    let started = Instant::now();
-    while reqwest::get(format!("http://127.0.0.1:{port}/health")).await.is_err() {
-        assert!(child.try_wait().unwrap().is_none(), "the server on port {port} exited");
-        assert!(started.elapsed() < Duration::from_secs(30), "nothing listens on {port}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 fn wrk(port: u16, secs: u64, run: &str) -> Round {
@@ -68,7 +53,7 @@ fn wrk(port: u16, secs: u64, run: &str) -> Round {
 
 /// Ours: the release binary on a fresh SQLite database, its rooms joined.
 async fn start_agent(dir: &Path, homeserver: &str) -> (Child, u16) {
-    let port = free_port();
+    let port = serve_process::free_port();
     let db = dir.join("agent.db");
     let url = format!("sqlite://{}", db.display());
     let config = dir.join("agent.toml");
@@ -83,7 +68,7 @@ async fn start_agent(dir: &Path, homeserver: &str) -> (Child, u16) {
     .unwrap();
     stub_homeserver::agent_joined(&url, (0..ROOMS).map(|n| format!("!room{n}:bench.local"))).await;
     let mut child = serve_process::spawn_serve(&config);
-    wait_listening(port, &mut child).await;
+    serve_process::wait_listening(port, &mut child).await;
     (child, port)
 }
 
@@ -92,7 +77,7 @@ async fn start_mautrix(dir: &Path) -> (Child, u16) {
     let python = std::env::var("BENCH_MAUTRIX_PYTHON").map(PathBuf::from).unwrap_or_else(|_| {
         PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/conclave/mautrix-venv/bin/python")
     });
-    let port = free_port();
+    let port = serve_process::free_port();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/support/mautrix_appservice.py");
     let mut child = Command::new(&python)
         .arg(script)
@@ -102,7 +87,7 @@ async fn start_mautrix(dir: &Path) -> (Child, u16) {
         .stdout(Stdio::null())
         .spawn()
         .unwrap_or_else(|e| panic!("{} starts ({e}): pip install mautrix aiohttp", python.display()));
-    wait_listening(port, &mut child).await;
+    serve_process::wait_listening(port, &mut child).await;
     (child, port)
 }
 

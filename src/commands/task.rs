@@ -84,24 +84,20 @@ async fn run_task(ctx: &Context, tasks: &Tasks, ev: &OriginalRoomMessageEvent, t
     let client = &tasks.client;
     match task {
         TaskCommand::Create { title } => {
-            // A replayed command finds the card it made the first time.
             let trigger = ev.event_id.as_str();
-            let card = match ctx.store.card_by_trigger(room, trigger).await? {
-                Some(known) => client.card(&known.card_id).await?,
-                None => match card_made_before(ctx, tasks, &binding, room, trigger, title).await? {
-                    Some(card) => card,
-                    None => {
-                        let description = match replied_to(ev) {
-                            Some(target) => Some(describe(ctx, ev, target).await),
-                            None => None,
-                        };
-                        let card = client.create_card(&binding.list_id, title, description.as_deref()).await?;
-                        tasks.touch(&card.id);
-                        card
-                    }
-                },
+            let card = match card_made_before(ctx, tasks, &binding, room, trigger, title).await? {
+                Some(card) => card,
+                None => {
+                    let description = match replied_to(ev) {
+                        Some(target) => Some(describe(ctx, ev, target).await),
+                        None => None,
+                    };
+                    let card = client.create_card(&binding.list_id, title, description.as_deref()).await?;
+                    tasks.touch(&card.id);
+                    card
+                }
             };
-            let reference = ctx.store.remember_card(room, &card.id, Some(ev.event_id.as_str())).await?;
+            let reference = ctx.store.remember_card(room, &card.id, Some(trigger)).await?;
             Ok(Reply::about(&card, strings::card_created(reference, &card.name, &client.card_url(&card.id))))
         }
         TaskCommand::List { list } => {
@@ -302,9 +298,10 @@ async fn resolve_card(
     Ok((card, reference))
 }
 
-/// Planka's writes are not idempotent, and a crash can fall between Planka's answer and the
-/// agent's record of it. So the intent is recorded before the write, and a replay that finds an
-/// earlier try looks for the card that try made: by the agent, with this title, known to no room.
+/// The card an earlier try of this command made, so a replay does not make a second one. A try
+/// that finished remembered its card. But Planka's writes are not idempotent, and a crash can fall
+/// between Planka's answer and that record: so the intent is recorded before the write, and a
+/// replay that finds one looks for the card: by the agent, with this title, known to no room.
 async fn card_made_before(
     ctx: &Context,
     tasks: &Tasks,
@@ -313,6 +310,9 @@ async fn card_made_before(
     trigger: &str,
     title: &str,
 ) -> Outcome<Option<Card>> {
+    if let Some(known) = ctx.store.card_by_trigger(room, trigger).await? {
+        return Ok(Some(tasks.client.card(&known.card_id).await?));
+    }
     if !ctx.store.planka_intent(room, trigger).await?.earlier {
         return Ok(None);
     }

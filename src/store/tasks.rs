@@ -200,19 +200,17 @@ impl Store {
 
     /// Whether some command already counts `result` as what it made.
     pub async fn planka_result_claimed(&self, result: &str) -> Result<bool, StoreError> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM planka_intents WHERE result = $1")
-            .bind(result)
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(n > 0)
+        self.any_row("SELECT COUNT(*) FROM planka_intents WHERE result = $1", result).await
     }
 
     /// Whether any room knows `card_id`.
     pub async fn card_known(&self, card_id: &str) -> Result<bool, StoreError> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM task_cards WHERE card_id = $1")
-            .bind(card_id)
-            .fetch_one(&self.pool)
-            .await?;
+        self.any_row("SELECT COUNT(*) FROM task_cards WHERE card_id = $1", card_id).await
+    }
+
+    /// Whether `count_sql` (a `COUNT(*)` with one parameter) counts any row for `value`.
+    async fn any_row(&self, count_sql: &'static str, value: &str) -> Result<bool, StoreError> {
+        let n: i64 = sqlx::query_scalar(count_sql).bind(value).fetch_one(&self.pool).await?;
         Ok(n > 0)
     }
 }
