@@ -37,9 +37,45 @@ where
     }
 }
 
-/// A free TCP port on 127.0.0.1 (the OS picks; a race with another binder is unlikely).
+/// A free TCP port on 127.0.0.1 that stays ours until this test process exits.
+///
+/// Servers here are told their port before they bind it (Synapse's registration names the agent's
+/// port when Synapse starts), so a port the OS hands out with `bind(0)` can be taken meanwhile:
+/// that range is also where every outgoing connection gets its local port, and CI once saw an
+/// agent fail with "Address already in use". So ports come from below the kernel's ephemeral
+/// range, which nothing takes unasked, and each is held by a file lock for the life of this
+/// process (the kernel drops it when the process dies, even by kill -9), so test binaries running
+/// side by side never hand out the same one.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicU16, Ordering};
+    const LOW: u16 = 20_000;
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    static HELD: Mutex<Vec<std::fs::File>> = Mutex::new(Vec::new());
+    let high = ephemeral_low().clamp(LOW + 1_000, 32_768);
+    let span = high - LOW;
+    let locks = std::env::temp_dir().join("conclave-test-ports");
+    std::fs::create_dir_all(&locks).unwrap();
+    let start = (std::process::id() % u32::from(span)) as u16;
+    for _ in 0..span {
+        let port = LOW + (start + NEXT.fetch_add(1, Ordering::Relaxed) % span) % span;
+        let lock =
+            std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(locks.join(port.to_string()));
+        let Ok(lock) = lock else { continue };
+        if lock.try_lock().is_ok() && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            HELD.lock().unwrap().push(lock);
+            return port;
+        }
+    }
+    panic!("no free port between {LOW} and {high}");
+}
+
+/// The first port of the kernel's ephemeral range (where `bind(0)` and outgoing connections pick).
+fn ephemeral_low() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768)
 }
 
 /// Starts `program args…` under a watchdog shell that kills it when this test process exits, so
