@@ -6,6 +6,7 @@
 //! It never outruns the indexer: while the queue holds [`BACKLOG_CAP`] jobs, no page is read, so
 //! an embedder or Chroma outage does not turn into an ever-growing queue.
 
+use crate::backoff::Backoff;
 use crate::config::Config;
 use crate::context::Context;
 use crate::store::{Backfill, BackfillPage, HistoryMessage, Store, StoreError, now_ms};
@@ -23,8 +24,7 @@ pub const BACKLOG_CAP: i64 = 2_000;
 /// How often an idle (or throttled) backfill looks again.
 const IDLE: Duration = Duration::from_secs(1);
 /// Back-off of a page the homeserver could not serve: 2 s doubling up to 5 minutes.
-const RETRY_BASE_MS: i64 = 2_000;
-const RETRY_MAX_MS: i64 = 300_000;
+const RETRY: Backoff = Backoff { base_ms: 2_000, max_ms: 300_000 };
 
 /// Runs until `shutdown` turns true.
 pub async fn run(ctx: Arc<Context>, mut shutdown: watch::Receiver<bool>) {
@@ -133,7 +133,7 @@ pub async fn request(store: &Store, config: &Config, room_id: &str, limit: Optio
 }
 
 fn retry_delay(backfill: &Backfill) -> i64 {
-    (RETRY_BASE_MS << backfill.attempts.clamp(0, 20)).min(RETRY_MAX_MS)
+    RETRY.delay_ms(backfill.attempts)
 }
 
 /// The parts of a history event that decide whether and how it is indexed.

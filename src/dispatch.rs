@@ -11,6 +11,7 @@
 //! when a later one fails. A batch whose head was tried before goes carefully — every event counted
 //! and committed on its own — so a poison event becomes the head and is counted too.
 
+use crate::backoff::Backoff;
 use crate::config::Retention;
 use crate::context::Context;
 use crate::events;
@@ -31,8 +32,7 @@ const COMMIT_EVERY: usize = 64;
 /// Poll interval, for events whose back-off has passed (new events wake the loop at once).
 const POLL: Duration = Duration::from_secs(1);
 /// Back-off of a failed event: 1 s doubling up to 5 minutes.
-const RETRY_BASE_MS: i64 = 1_000;
-const RETRY_MAX_MS: i64 = 300_000;
+const RETRY: Backoff = Backoff { base_ms: 1_000, max_ms: 300_000 };
 /// Transaction records are kept this long; the homeserver retries for far less.
 const SEEN_TXN_TTL_MS: i64 = 30 * 24 * 3600 * 1000;
 /// How long shutdown waits for events being handled (each room task commits as it goes).
@@ -213,7 +213,7 @@ async fn handle_room(ctx: Arc<Context>, items: Vec<InboxItem>) {
                 }
             }
             Ok(Err(e)) if e.is_transient() && attempt < max_attempts => {
-                let delay = (RETRY_BASE_MS << (attempt - 1).clamp(0, 20)).min(RETRY_MAX_MS);
+                let delay = RETRY.delay_ms(attempt - 1);
                 tracing::warn!(event_id = %item.event_id, attempt, delay_ms = delay, error = %e, "event failed; will retry");
                 if !pending.commit(&ctx).await {
                     return;

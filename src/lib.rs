@@ -4,8 +4,8 @@
 //!
 //! ## Layout (each layer uses only the layers above it; `tests/module_graph.rs` checks there are
 //! no cycles)
-//! - [`secret`], [`error_text`], [`access`], [`guard`], [`store`]: secrets that never print, error
-//!   chains, who may do what, which addresses browsing may reach, and the durable state (SQLite or PostgreSQL through one `sqlx::Any` path).
+//! - [`secret`], [`error_text`], [`backoff`], [`access`], [`guard`], [`store`]: secrets that never
+//!   print, error chains, retry delays, who may do what, which addresses browsing may reach, and the durable state (SQLite or PostgreSQL through one `sqlx::Any` path).
 //! - [`config`], [`registration`], [`prompts`], [`strings`], [`syntax`]: typed configuration, the
 //!   user namespace and Synapse registration, the system prompts, every user-facing text, and the
 //!   chat command language (pure parse).
@@ -39,6 +39,7 @@ pub mod access;
 pub mod agents;
 pub mod appservice;
 pub mod backfill;
+pub mod backoff;
 pub mod bootstrap;
 pub mod browse;
 pub mod browser;

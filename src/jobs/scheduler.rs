@@ -4,6 +4,7 @@
 
 use super::order::fair_order;
 use super::{JobEnd, Kind, RunningJob, Status};
+use crate::backoff::Backoff;
 use crate::context::Context;
 use crate::handler;
 use crate::store::{Job, JobState, now_ms};
@@ -35,8 +36,7 @@ const DRAIN: Duration = Duration::from_secs(10);
 /// Tries of one job (crashes and retries both count) before it is given up.
 const MAX_ATTEMPTS: i64 = 8;
 /// Back-off of a job that failed in a way that may pass: 2 s doubling up to 5 minutes.
-const RETRY_BASE_MS: i64 = 2_000;
-const RETRY_MAX_MS: i64 = 300_000;
+const RETRY: Backoff = Backoff { base_ms: 2_000, max_ms: 300_000 };
 
 struct Running {
     job: Job,
@@ -294,7 +294,7 @@ impl Scheduler {
                 tell(&ctx, &r.trigger, &mut status, &strings::job_failed()).await;
             }
             JobEnd::Retry(e) => {
-                let delay = (RETRY_BASE_MS << (job.attempts - 1).clamp(0, 20)).min(RETRY_MAX_MS);
+                let delay = RETRY.delay_ms(job.attempts - 1);
                 tracing::warn!(job = job.id, attempt = job.attempts, delay_ms = delay, error = %e, "job failed; will retry");
                 if let Err(e) = ctx.store.job_retry_at(job.id, now_ms() + delay, &e.to_string()).await {
                     tracing::error!(job = job.id, error = %e, "cannot queue the job again");

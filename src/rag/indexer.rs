@@ -6,6 +6,7 @@
 //! most two batches are in memory. When the embedder or Chroma is down, the jobs stay in the
 //! database and back off (bounded, invariant 7).
 
+use crate::backoff::Backoff;
 use crate::rag::{Rag, RagError, Record, RecordMeta};
 use crate::store::{IndexJob, IndexOp, Store, StoreError, now_ms};
 use std::collections::HashSet;
@@ -19,8 +20,7 @@ pub const BATCH: i64 = 64;
 /// How often an idle queue is looked at; messages arriving meanwhile make one batch.
 const LINGER: Duration = Duration::from_millis(500);
 /// Back-off of a failed job: 1 s doubling up to 5 minutes.
-const RETRY_BASE_MS: i64 = 1_000;
-const RETRY_MAX_MS: i64 = 300_000;
+const RETRY: Backoff = Backoff { base_ms: 1_000, max_ms: 300_000 };
 /// Refusals (not outages) of one message alone before it is given up on: with the back-off,
 /// about four minutes of chances.
 const MAX_REFUSALS: i64 = 8;
@@ -159,7 +159,7 @@ async fn retry(store: &Store, jobs: &[IndexJob], error: &RagError) -> Result<(),
         return store.index_fail(job, &crate::error_text::chain(error)).await;
     }
     let attempts = jobs.iter().map(|j| j.attempts).max().unwrap_or(0);
-    let delay = (RETRY_BASE_MS << attempts.min(20)).min(RETRY_MAX_MS);
+    let delay = RETRY.delay_ms(attempts);
     tracing::warn!(jobs = jobs.len(), delay_ms = delay, error = %error, "indexing failed; will retry");
     store.index_retry_at(jobs, now_ms() + delay).await
 }
