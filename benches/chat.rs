@@ -51,7 +51,7 @@ async fn main() {
     let server = tokio::spawn(serve(config, listener, async {
         let _ = stopped.await;
     }));
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    stub_homeserver::wait_ready(&agent).await;
     while sent.try_recv().is_ok() {}
 
     let http = reqwest::Client::new();

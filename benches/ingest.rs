@@ -173,7 +173,7 @@ async fn run_agent(homeserver: &str, txns: usize, rooms: usize, levels: &[usize]
     let server = tokio::spawn(serve(config, listener, async {
         let _ = stopped.await;
     }));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    stub_homeserver::wait_ready(&url).await;
     let store = Store::connect(&format!("sqlite://{}", db.display())).await.unwrap();
     let mut figures = Vec::new();
     for (level, &concurrency) in levels.iter().enumerate() {
@@ -260,7 +260,9 @@ async fn idle_rss(dir: &std::path::Path, homeserver: &str) {
     let db = dir.join("idle.db");
     std::fs::write(&config, config_toml(db.to_str().unwrap(), &format!("127.0.0.1:{port}"), homeserver)).unwrap();
     let mut child = serve_process::spawn_serve(&config);
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    serve_process::wait_listening(port, &mut child).await;
+    // Idle means after the startup work (migrations, registration checks) has finished.
+    tokio::time::sleep(Duration::from_secs(3)).await;
     let rss = serve_process::status_kib(child.id(), "VmRSS");
     child.kill().unwrap();
     child.wait().unwrap();

@@ -128,7 +128,7 @@ async fn main() {
             let _ = stopped.await;
         }));
         let mut bench = Bench { http: reqwest::Client::new(), agent, txn: 0 };
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        stub_homeserver::wait_ready(&bench.agent).await;
         let slow_jobs: Vec<Value> = (0..level)
             .map(|i| {
                 Bench::message(
@@ -178,7 +178,7 @@ async fn main() {
         let _ = stopped.await;
     }));
     let mut bench = Bench { http: reqwest::Client::new(), agent, txn: 0 };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    stub_homeserver::wait_ready(&bench.agent).await;
     while sent.try_recv().is_ok() {}
 
     let rooms = 50;
@@ -208,7 +208,7 @@ async fn main() {
         "  {questions} questions over {rooms} rooms, instant model: all answered in {span:.2} s = {:.0} jobs/s",
         questions as f64 / span
     );
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    stub_homeserver::wait_jobs_done(&db).await;
     while sent.try_recv().is_ok() {}
 
     let mut first = Vec::new();
@@ -218,7 +218,7 @@ async fn main() {
         bench.put(vec![Bench::message("!one", &id, "@alice:bench.local", "!ask quick")]).await;
         first.push(reply_to(&mut sent, &id).await - t0);
         // The answer's last edit and the job's end before the next question.
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        stub_homeserver::wait_jobs_done(&db).await;
         while sent.try_recv().is_ok() {}
     }
     first.sort();

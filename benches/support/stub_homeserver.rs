@@ -53,6 +53,9 @@ async fn homeserver(State(stub): State<Stub>, request: Request) -> axum::respons
         let joined = json!({"@agent:bench.local": {}, "@alice:bench.local": {}, "@bob:bench.local": {}});
         return Json(json!({ "joined": joined })).into_response();
     }
+    if path.ends_with("/_matrix/client/versions") {
+        return Json(json!({"versions": ["v1.11"]})).into_response();
+    }
     if path.contains("/appservice/") {
         return Json(json!({"duration_ms": 1})).into_response();
     }
@@ -79,6 +82,31 @@ pub async fn agent_joined(url: &str, rooms: impl IntoIterator<Item = String>) {
     let store = conclave_agent::store::Store::connect(url).await.unwrap();
     for room in rooms {
         store.room_set_joined(&room, true).await.unwrap();
+    }
+    store.close().await;
+}
+
+/// Waits until the agent at `agent` answers `GET /ready` with 200 (its database and the stub
+/// answer), in place of a fixed settle sleep; panics after 30 s.
+#[allow(dead_code)] // not every benchmark needs it
+pub async fn wait_ready(agent: &str) {
+    let started = std::time::Instant::now();
+    let ready = format!("{agent}/ready");
+    while !reqwest::get(&ready).await.is_ok_and(|r| r.status().is_success()) {
+        assert!(started.elapsed() < std::time::Duration::from_secs(30), "{agent} not ready after 30 s");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until no job in the database at `url` is queued or running (their last edits are sent
+/// before a job ends); panics after 60 s.
+#[allow(dead_code)] // not every benchmark needs it
+pub async fn wait_jobs_done(url: &str) {
+    let store = conclave_agent::store::Store::connect(url).await.unwrap();
+    let started = std::time::Instant::now();
+    while !store.jobs_depth().await.unwrap().is_empty() {
+        assert!(started.elapsed() < std::time::Duration::from_secs(60), "jobs still active after 60 s");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     store.close().await;
 }
