@@ -122,16 +122,7 @@ async fn claim(
     rooms: usize,
 ) -> Result<Vec<(String, Vec<InboxItem>)>, crate::store::StoreError> {
     let skip: Vec<&str> = busy.iter().map(String::as_str).collect();
-    let mut picked: Vec<(String, Vec<i64>)> = Vec::new();
-    for (seq, room) in ctx.store.inbox_candidates(&skip, CLAIM_CANDIDATES).await? {
-        if let Some((_, seqs)) = picked.iter_mut().find(|(r, _)| *r == room) {
-            if seqs.len() < PER_ROOM {
-                seqs.push(seq);
-            }
-        } else if picked.len() < rooms {
-            picked.push((room, vec![seq]));
-        }
-    }
+    let picked = pick(ctx.store.inbox_candidates(&skip, CLAIM_CANDIDATES).await?, rooms);
     let seqs: Vec<i64> = picked.iter().flat_map(|(_, seqs)| seqs.iter().copied()).collect();
     if seqs.is_empty() {
         return Ok(Vec::new());
@@ -144,6 +135,22 @@ async fn claim(
     }
     batches.retain(|(_, items)| !items.is_empty());
     Ok(batches)
+}
+
+/// From candidates oldest first: the rooms of the oldest events, at most `rooms` of them, each
+/// with at most [`PER_ROOM`] of its events in order (the bound on what one claim holds).
+fn pick(candidates: Vec<(i64, String)>, rooms: usize) -> Vec<(String, Vec<i64>)> {
+    let mut picked: Vec<(String, Vec<i64>)> = Vec::new();
+    for (seq, room) in candidates {
+        if let Some((_, seqs)) = picked.iter_mut().find(|(r, _)| *r == room) {
+            if seqs.len() < PER_ROOM {
+                seqs.push(seq);
+            }
+        } else if picked.len() < rooms {
+            picked.push((room, vec![seq]));
+        }
+    }
+    picked
 }
 
 /// Handled events not committed yet, and what they decided.
@@ -238,5 +245,34 @@ async fn dead_letter(ctx: &Context, pending: &mut Pending, item: &InboxItem, rea
     tracing::error!(event_id = %item.event_id, room_id = %item.room_id, reason, "giving up on an event");
     if let Err(e) = ctx.store.inbox_dead_letter(item.seq, reason).await {
         tracing::error!(error = %e, "cannot set the event aside");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{PER_ROOM, pick};
+
+    #[test]
+    fn a_claim_holds_at_most_per_room_events_of_at_most_the_free_rooms_in_order() {
+        // 300 events of !a interleaved with 10 of !b and 10 of !c, oldest first.
+        let mut candidates = Vec::new();
+        for seq in 0..320_i64 {
+            let room = match seq % 32 {
+                0 => "!b",
+                1 => "!c",
+                _ => "!a",
+            };
+            candidates.push((seq, room.to_owned()));
+        }
+        let picked = pick(candidates, 2);
+        let rooms: Vec<&str> = picked.iter().map(|(r, _)| r.as_str()).collect();
+        assert_eq!(rooms, ["!b", "!c"], "the rooms of the oldest events, no more than asked");
+        let picked = pick((0..300).map(|seq| (seq, "!a".to_owned())).collect(), 4);
+        assert_eq!(picked.len(), 1);
+        let seqs = &picked[0].1;
+        assert_eq!(seqs.len(), PER_ROOM, "one room's claim is bounded");
+        assert_eq!(*seqs, (0..PER_ROOM as i64).collect::<Vec<_>>(), "its oldest events, in order");
+        assert!(pick(Vec::new(), 4).is_empty());
+        assert!(pick(vec![(1, "!a".to_owned())], 0).is_empty(), "no free lane, nothing claimed");
     }
 }

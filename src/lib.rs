@@ -81,4 +81,18 @@ pub(crate) mod test_support {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
         listener.local_addr().expect("its address").port()
     }
+
+    /// A loopback server that accepts connections and reads them but never answers: what a hung
+    /// backend looks like to a client. Returns its URL; it lives as long as the test runtime.
+    pub async fn silent_server() -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a free port");
+        let url = format!("http://{}", listener.local_addr().expect("its address"));
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket); // kept open, never written to
+            }
+        });
+        url
+    }
 }

@@ -125,6 +125,7 @@ fn vectors_in_order(list: EmbeddingList, inputs: usize) -> Result<Vec<Vec<f32>>,
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn answers_are_checked_and_put_in_order() {
@@ -150,6 +151,19 @@ mod tests {
             let got = vectors_in_order(serde_json::from_str(json).unwrap(), *inputs).map_err(drop);
             assert_eq!(&got, want, "{name}");
         }
+    }
+
+    #[tokio::test]
+    async fn an_embedder_that_never_answers_is_a_timeout_after_the_configured_time() {
+        let url = crate::test_support::silent_server().await;
+        let client =
+            LlmClient::new(&format!("{url}/v1"), &crate::secret::Secret::new("k"), Duration::from_secs(1)).unwrap();
+        let prefixes = Prefixes { query: String::new(), document: String::new() };
+        let started = std::time::Instant::now();
+        let err = client.embed("e5", EmbedKind::Document, &prefixes, &["hello"]).await.unwrap_err();
+        let took = started.elapsed();
+        assert!(matches!(err, LlmError::Timeout { secs: 1, .. }), "{err}");
+        assert!(took >= Duration::from_secs(1) && took < Duration::from_secs(5), "took {took:?}");
     }
 
     #[test]

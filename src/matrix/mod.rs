@@ -501,6 +501,18 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_homeserver_that_never_answers_is_a_timeout_after_the_configured_time() {
+        let url = crate::test_support::silent_server().await;
+        let client = MatrixClient::new(&url, Secret::new("t"), Duration::from_millis(500)).unwrap();
+        let started = std::time::Instant::now();
+        let err = client.probe().await.unwrap_err();
+        let took = started.elapsed();
+        assert!(matches!(err, MatrixError::Timeout(t) if t == Duration::from_millis(500)), "{err}");
+        assert!(err.is_transient());
+        assert!(took >= Duration::from_millis(500) && took < Duration::from_secs(5), "took {took:?}");
+    }
+
+    #[tokio::test]
     async fn unreachable_homeserver_is_a_clear_transient_error() {
         let url = format!("http://127.0.0.1:{}", crate::test_support::closed_port());
         let client = MatrixClient::new(&url, Secret::new("t"), Duration::from_secs(2)).unwrap();
