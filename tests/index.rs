@@ -523,3 +523,94 @@ async fn search_all_covers_only_the_rooms_the_asker_is_joined_to() {
     assert!(body.contains(&link(&w.room, &ops_msg)), "{body}");
     assert!(!body.contains(&build_msg) && !body.contains(&vault_msg), "{body}");
 }
+
+/// The agent's own store, opened beside it (SQLite in WAL mode takes a second reader).
+async fn agent_store(agent: &Agent) -> Store {
+    Store::connect(&format!("sqlite://{}/agent.db", agent.dir.display())).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_kill_after_chroma_stored_a_batch_but_before_the_queue_knew_loses_and_doubles_nothing() {
+    let direct = chroma().config("crash_index");
+    let switch = Proxy::start(&direct.url).await;
+    let mut w = World::start(config_for(&switch.url, &direct.collection)).await;
+    let chroma = ChromaClient::new(&direct, Duration::from_secs(10)).unwrap();
+    let first = w.alice.send_text(&w.room, "before the crash").await;
+    w.wait_stored(&first, "the first message", |_| true).await;
+    wait_for("the backfill to finish", WAIT, || async {
+        let status = w.command(&w.alice, &w.room, "!index status").await;
+        (status.contains("earlier history: finished") && status.contains("waiting to be indexed: 0")).then_some(())
+    })
+    .await;
+
+    // Chroma carries out the upserts; the agent never hears that it did.
+    switch.set(Mode::HoldResponses);
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(w.alice.send_text(&w.room, &format!("message {i} written as the agent dies")).await);
+    }
+    wait_for("Chroma to hold the five messages", WAIT, || async {
+        (chroma.get(&ids.iter().map(String::as_str).collect::<Vec<_>>()).await.ok()?.len() == 5).then_some(())
+    })
+    .await;
+    w.agent.kill9();
+    let store = agent_store(&w.agent).await;
+    let waiting = store.index_backlog(Some(&w.room)).await.unwrap();
+    store.close().await;
+    assert!(waiting > 0, "the premise: the queue still holds what Chroma stored");
+
+    switch.set(Mode::Pass);
+    w.agent.spawn().await;
+    wait_for("the queue to drain after the restart", WAIT, || async {
+        let status = w.command(&w.alice, &w.room, "!index status").await;
+        status.contains("waiting to be indexed: 0").then_some(())
+    })
+    .await;
+    for (i, id) in ids.iter().enumerate() {
+        let stored = chroma.get(&[id]).await.unwrap();
+        assert_eq!(stored.len(), 1, "message {i} is stored once");
+        assert_eq!(stored[0].document, format!("message {i} written as the agent dies"));
+    }
+}
+
+#[tokio::test]
+async fn a_kill_in_the_middle_of_a_backfill_resumes_it_without_reading_a_page_twice() {
+    let w =
+        World::start_with(chroma().config("crash_backfill"), &embedder().base_url, "", "backfill_limit = 1000").await;
+    let mut agent = w.agent;
+    let room = w.alice.create_room(&[]).await;
+    let total = 450;
+    let mut ids = Vec::new();
+    for i in 0..total {
+        ids.push(w.alice.send_text(&room, &format!("history message {i} from before the agent came")).await);
+    }
+    w.alice.invite(&room, &agent.user_id()).await;
+    let store = agent_store(&agent).await;
+    // Kill -9 once a page is read and the backfill is not over (pages take milliseconds: a tight poll).
+    let deadline = std::time::Instant::now() + WAIT;
+    while !store.backfill(&room).await.unwrap().is_some_and(|b| b.fetched > 0 && !b.done) {
+        assert!(std::time::Instant::now() < deadline, "no page of history read");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    agent.kill9();
+    let at_kill = store.backfill(&room).await.unwrap().unwrap();
+    eprintln!("killed at {} of {total} messages queued", at_kill.queued);
+    assert!(!at_kill.done && at_kill.queued < total as i64, "the premise: killed mid-way ({at_kill:?})");
+
+    agent.spawn().await;
+    let finished = wait_for("the backfill to finish after the restart", WAIT, || async {
+        store.backfill(&room).await.ok()?.filter(|b| b.done)
+    })
+    .await;
+    assert_eq!(finished.error, None);
+    assert_eq!(finished.queued, total as i64, "every message queued once: no page read twice, none skipped");
+    wait_for("the queue to drain", WAIT, || async {
+        (store.index_backlog(Some(&room)).await.ok()? == 0).then_some(())
+    })
+    .await;
+    for chunk in ids.chunks(50) {
+        let got = w.chroma.get(&chunk.iter().map(String::as_str).collect::<Vec<_>>()).await.unwrap();
+        assert_eq!(got.len(), chunk.len(), "every history message is searchable");
+    }
+    store.close().await;
+}
