@@ -134,6 +134,10 @@ pub fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
+/// Deliveries waiting for the ingest writer; more make `ingest` wait (the bound on the bodies held
+/// while the database is slow).
+const INGEST_QUEUE: usize = 256;
+
 impl Store {
     /// Connects (creating a SQLite file and its directory if needed) and runs migrations.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
@@ -164,7 +168,7 @@ impl Store {
             }
             DbKind::Postgres => options.max_connections(8).connect(url).await?,
         };
-        let (ingest_queue, queue) = tokio::sync::mpsc::channel(256);
+        let (ingest_queue, queue) = tokio::sync::mpsc::channel(INGEST_QUEUE);
         let store = Self { pool: pool.clone(), kind, ingest_queue, settings: Default::default() };
         store.migrate().await?;
         tokio::spawn(inbox::ingest_writer(pool, kind, queue));
@@ -214,6 +218,37 @@ fn prepare_sqlite_url(url: &str) -> Result<String, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_stalled_database_makes_deliveries_wait_in_a_bounded_queue_and_loses_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::connect(&format!("sqlite://{}/s.db", dir.path().display())).await.unwrap();
+        // Another writer holds SQLite's write lock: the ingest writer cannot commit.
+        let mut lock = store.pool.acquire().await.unwrap();
+        sqlx::query("BEGIN IMMEDIATE").execute(&mut *lock).await.unwrap();
+        let total = INGEST_QUEUE + 64 + 50; // the queue, the largest group in the writer's hands, more
+        let mut calls = tokio::task::JoinSet::new();
+        for n in 0..total {
+            let store = store.clone();
+            let event = inbox::NewEvent { room_id: "!r".into(), event_id: format!("$e{n}"), json: "{}".into() };
+            calls.spawn(async move { store.ingest(&format!("t{n}"), vec![event]).await });
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        while store.ingest_queue.capacity() > 0 {
+            assert!(std::time::Instant::now() < deadline, "the queue never filled");
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        assert!(calls.try_join_next().is_none(), "nothing is acknowledged while the database is stalled");
+        sqlx::query("ROLLBACK").execute(&mut *lock).await.unwrap();
+        drop(lock);
+        let mut stored = 0;
+        while let Some(result) = calls.join_next().await {
+            assert!(result.unwrap().unwrap(), "each delivery is new and stored");
+            stored += 1;
+        }
+        assert_eq!(stored, total);
+        assert_eq!(store.inbox_len().await.unwrap(), total as i64);
+    }
 
     #[test]
     fn db_kinds_from_urls() {
