@@ -13,6 +13,8 @@
 //!   embeddings), [`planka`], [`rag`] (Chroma, retrieval, the indexer that feeds it), [`browser`]
 //!   (Chromium over CDP behind the address guard, and the guarded HTTP fetcher).
 //! - [`probe`]: every backend probed at once under short timeouts (`check`, `!status`).
+//! - [`visibility`]: what of a room's history a member may read (the room's history visibility
+//!   and their membership over time), for search and the chat context.
 //! - [`telemetry`]: the Prometheus metrics (names, bounded labels) and `/metrics`.
 //! - [`ghosts`]: the configured coding agents, their ghost users and rooms, and what their API
 //!   shares at run time (rate limit, inbox wake-ups).
@@ -70,6 +72,7 @@ pub mod store;
 pub mod strings;
 pub mod syntax;
 pub mod telemetry;
+pub mod visibility;
 pub mod work;
 
 /// Helpers for the unit tests.

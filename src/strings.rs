@@ -784,6 +784,13 @@ pub fn search_all_unreachable(error: &str) -> String {
     )
 }
 
+pub fn search_visibility_unknown(error: &str) -> String {
+    format!(
+        "I cannot search this room right now: I could not ask the homeserver which of its messages you may \
+         read ({error}). Try again later."
+    )
+}
+
 pub fn search_failed(error: &str) -> String {
     format!(
         "I cannot search right now: {error}. Try again later; an operator can check the embeddings server and Chroma."

@@ -614,3 +614,65 @@ async fn a_kill_in_the_middle_of_a_backfill_resumes_it_without_reading_a_page_tw
     }
     store.close().await;
 }
+
+#[tokio::test]
+async fn in_a_joined_only_room_a_newcomer_neither_searches_nor_is_told_what_came_before_they_joined() {
+    let llm = FakeLlm::start().await;
+    let lines = format!("base_url = \"{}\"\nedit_interval_ms = 100", llm.url);
+    let w = World::start_with(chroma().config("visibility"), &embedder().base_url, &lines, "").await;
+    let agent = w.agent.user_id();
+    // A group room (in a direct chat the agent would answer every message, and its answers, sent
+    // after bob joins, are his to read).
+    let room = w.alice.group_room_with(&agent).await;
+    w.alice.send_state(&room, "m.room.history_visibility", json!({"history_visibility": "joined"})).await;
+    let early = w.alice.send_text(&room, "the vault combination is 9876").await;
+    for i in 0..55 {
+        w.alice.send_text(&room, &format!("unrelated chatter number {i}")).await;
+    }
+    let recent = w.alice.send_text(&room, "the launch code is 1234").await;
+    w.wait_stored(&early, "the early message", |_| true).await;
+    w.wait_stored(&recent, "the recent message", |_| true).await;
+
+    let bob = User::register("bob").await;
+    w.alice.invite(&room, &bob.user_id).await;
+    bob.join(&room).await;
+    let later = w.alice.send_text(&room, "the launch code changed to 5678").await;
+    w.wait_stored(&later, "the message after bob joined", |_| true).await;
+    let shared = bob.room_with(&agent).await; // history_visibility: shared (the default)
+    let note = bob.send_text(&shared, "the vault in the shared room is painted blue").await;
+    w.wait_stored(&note, "bob's message in the shared room", |_| true).await;
+
+    // Search: the newcomer finds only what came after their join; the old member finds it all.
+    let found = w.command(&bob, &room, "!search vault combination").await;
+    assert!(!found.contains("9876"), "{found}");
+    let found = w.command(&bob, &room, "!search launch code").await;
+    assert!(found.contains("5678") && !found.contains("1234"), "{found}");
+    // Across rooms: all of the shared room, only the readable part of the joined-only one.
+    let found = w.command(&bob, &shared, "!search --all vault").await;
+    assert!(found.contains("painted blue") && !found.contains("9876"), "{found}");
+
+    // The chat context: neither the recent window nor retrieval reaches before the join.
+    let ask = bob.send_text(&room, "agent: what are the launch code and the vault combination?").await;
+    bob.wait_reply(&room, &agent, &ask).await;
+    let request = llm.requests().pop().unwrap().to_string();
+    assert!(request.contains("5678"), "what came after the join is there: {request}");
+    for before in ["1234", "9876", "unrelated chatter"] {
+        assert!(!request.contains(before), "{before:?} from before bob joined reached the model: {request}");
+    }
+    // The old member's search and context have it all (the replies are in the room from now on).
+    let found = w.command(&w.alice, &room, "!search vault combination").await;
+    assert!(found.contains("9876"), "the old member's search finds it: {found}");
+    let ask = w.alice.send_text(&room, "agent: what are the launch code and the vault combination?").await;
+    w.alice.wait_reply(&room, &agent, &ask).await;
+    let request = llm.requests().pop().unwrap().to_string();
+    assert!(request.contains("1234") && request.contains("9876"), "the old member's context has both: {request}");
+
+    // Opening the room's history later does not open what was sent while it was closed: each
+    // message is judged by the visibility when it was sent (the agent follows the state's chain).
+    w.alice.send_state(&room, "m.room.history_visibility", json!({"history_visibility": "shared"})).await;
+    let carol = User::register("carol").await;
+    w.alice.invite(&room, &carol.user_id).await;
+    carol.join(&room).await;
+    let found = w.command(&carol, &room, "!search launch code").await;
+    assert!(!found.contains("1234"), "sent while only members could read it: {found}");
+}

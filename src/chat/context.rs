@@ -7,7 +7,8 @@ use crate::context::Context;
 use crate::handler::HandleError;
 use crate::llm::{Message, Role};
 use crate::prompts::Frame;
-use crate::rag::Scope;
+use crate::rag::{Scope, SeenRoom};
+use crate::visibility;
 use ruma::events::room::message::{OriginalRoomMessageEvent, Relation};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -49,15 +50,23 @@ pub async fn build(
     let mut system = room_prompt.map_or_else(|| crate::prompts::prompt(&ctx.config, "chat"), str::to_owned);
     system.push_str(&format!("\n\nToday is {}.", crate::strings::today_utc()));
 
+    // Only what the asker may read of the room's history: nothing at all if they are not in it.
+    let seen = visibility::seen_room(&ctx.matrix, me, room, &trigger.sender)
+        .await?
+        .unwrap_or_else(|| SeenRoom { room: room.to_string(), windows: Some(Vec::new()) });
     let (events, _) = ctx.matrix.messages(me, room, None, HISTORY_EVENTS).await?;
-    let events: Vec<Value> = events.iter().filter_map(|e| e.deserialize_as_unchecked::<Value>().ok()).collect();
+    let events: Vec<Value> = events
+        .iter()
+        .filter_map(|e| e.deserialize_as_unchecked::<Value>().ok())
+        .filter(|e| e["origin_server_ts"].as_i64().is_some_and(|ts| seen.readable_at(ts)))
+        .collect();
     let thread = match &trigger.content.relates_to {
         Some(Relation::Thread(t)) => Some(t.event_id.as_str()),
         _ => None,
     };
     let history = turns_from_history(&events, me.as_str(), trigger.event_id.as_str(), thread);
-    let replied_to = replied_to_turn(ctx, trigger, &events).await;
-    let retrieved = retrieve(ctx, trigger, question, &events).await;
+    let replied_to = replied_to_turn(ctx, trigger, &events, &seen).await;
+    let retrieved = retrieve(ctx, trigger, question, &events, seen).await;
     let about = about_the_room(name.as_deref(), topic.as_deref(), &retrieved);
 
     // The question gets at most half the budget: one message cannot blow the context (or the bill).
@@ -113,11 +122,17 @@ fn fit(text: &str, tokens: usize) -> (String, bool) {
 /// Earlier messages of this room most like the question, beyond the recent window: quoted
 /// material (never instructions) with a permalink each, so the answer can cite them. Only this
 /// room is searched (invariant 4); retrieval that fails or is slow just means an answer without.
-async fn retrieve(ctx: &Context, trigger: &OriginalRoomMessageEvent, question: &str, recent: &[Value]) -> Vec<String> {
+async fn retrieve(
+    ctx: &Context,
+    trigger: &OriginalRoomMessageEvent,
+    question: &str,
+    recent: &[Value],
+    seen: SeenRoom,
+) -> Vec<String> {
     if !ctx.indexing_on(&trigger.room_id).await.unwrap_or(false) {
         return Vec::new();
     }
-    let scope = Scope::Room(trigger.room_id.to_string());
+    let scope = Scope::Seen(vec![seen]);
     let search = ctx.rag.search(&scope, question, RETRIEVED + 5);
     let hits = match tokio::time::timeout(RETRIEVAL_DEADLINE, search).await {
         Ok(Ok(hits)) => hits,
@@ -144,7 +159,12 @@ async fn retrieve(ctx: &Context, trigger: &OriginalRoomMessageEvent, question: &
 
 /// The message the question replies to, when it is older than the history fetched: the reply
 /// chain belongs to the context even when the recent window does not reach it.
-async fn replied_to_turn(ctx: &Context, trigger: &OriginalRoomMessageEvent, recent: &[Value]) -> Option<Turn> {
+async fn replied_to_turn(
+    ctx: &Context,
+    trigger: &OriginalRoomMessageEvent,
+    recent: &[Value],
+    seen: &SeenRoom,
+) -> Option<Turn> {
     let Some(Relation::Reply(reply)) = &trigger.content.relates_to else { return None };
     let in_reply_to = &reply.in_reply_to;
     let id = in_reply_to.event_id.as_str();
@@ -155,6 +175,9 @@ async fn replied_to_turn(ctx: &Context, trigger: &OriginalRoomMessageEvent, rece
     match ctx.matrix.event(me, &trigger.room_id, &in_reply_to.event_id).await {
         Ok(raw) => {
             let event = raw.deserialize_as_unchecked::<Value>().ok()?;
+            if !event["origin_server_ts"].as_i64().is_some_and(|ts| seen.readable_at(ts)) {
+                return None; // sent where the asker may not read it
+            }
             turns_from_history(&[event], me.as_str(), "", None).pop()
         }
         // A reply to something the agent cannot see: answer without it.

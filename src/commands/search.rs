@@ -14,8 +14,8 @@ use crate::rag::{Hit, RagError, Scope};
 use crate::strings;
 use crate::strings::date_utc;
 use crate::syntax::IndexChange;
+use crate::visibility;
 use futures_util::StreamExt;
-use ruma::events::room::member::MembershipState;
 use ruma::events::room::message::OriginalRoomMessageEvent;
 use ruma::{OwnedRoomId, RoomId};
 use std::collections::HashMap;
@@ -38,7 +38,15 @@ const ROOM_NAME_CHARS: usize = 60;
 
 /// The reply to `!search`: the results from this room, or why there are none.
 pub async fn run(ctx: &Context, ev: &OriginalRoomMessageEvent, query: &str) -> String {
-    match ctx.rag.search(&Scope::Room(ev.room_id.to_string()), query, RESULTS).await {
+    // Only what the asker may read of the room's history (invariant 4).
+    let scope = match visibility::seen_room(&ctx.matrix, ctx.namespace.sender(), &ev.room_id, &ev.sender).await {
+        Ok(seen) => Scope::Seen(seen.into_iter().collect()),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot ask the homeserver what the asker may read");
+            return strings::search_visibility_unknown(&e.public());
+        }
+    };
+    match ctx.rag.search(&scope, query, RESULTS).await {
         Ok(hits) if hits.is_empty() => strings::search_found_nothing(),
         Ok(hits) => strings::search_results(&results(ctx, &hits, None)),
         Err(e) => search_failed(&e),
@@ -50,10 +58,8 @@ pub async fn run(ctx: &Context, ev: &OriginalRoomMessageEvent, query: &str) -> S
 pub async fn run_all(ctx: &Context, ev: &OriginalRoomMessageEvent, query: &str) -> Result<String, HandleError> {
     let (candidates, not_considered) = candidates(ctx.store.joined_rooms().await?, &ev.room_id);
     let (me, asker) = (ctx.namespace.sender(), &ev.sender);
-    let is_joined = |room: OwnedRoomId| async move {
-        Ok(ctx.matrix.membership(me, &room, asker).await? == Some(MembershipState::Join))
-    };
-    let joined = match joined_rooms(candidates, is_joined).await {
+    let seen = |room: OwnedRoomId| async move { visibility::seen_room(&ctx.matrix, me, &room, asker).await };
+    let joined = match joined_rooms(candidates, seen).await {
         Ok(joined) => joined,
         Err(e) => {
             tracing::warn!(error = %e, "cannot ask the homeserver which rooms the asker is in");
@@ -68,7 +74,7 @@ pub async fn run_all(ctx: &Context, ev: &OriginalRoomMessageEvent, query: &str) 
     );
     let coverage =
         strings::Coverage { searched: joined.rooms.len(), unchecked: joined.unchecked, not_considered, cap: MAX_ROOMS };
-    let scope = Scope::Rooms(joined.rooms.iter().map(ToString::to_string).collect());
+    let scope = Scope::Seen(joined.rooms);
     Ok(match ctx.rag.search(&scope, query, RESULTS).await {
         Ok(hits) if hits.is_empty() => strings::search_all_found_nothing(&coverage),
         Ok(hits) => strings::search_all_results(&results(ctx, &hits, Some(&room_names(ctx, &hits).await)), &coverage),
@@ -106,33 +112,35 @@ fn candidates(mut rooms: Vec<String>, asking: &RoomId) -> (Vec<OwnedRoomId>, usi
 }
 
 /// What the membership lookups found.
-#[derive(Debug, Default)]
-struct Joined {
-    /// Rooms where the asker's membership is `join`, in no particular order.
-    rooms: Vec<OwnedRoomId>,
+#[derive(Debug)]
+struct Joined<T> {
+    /// What the lookup said of each room where the asker's membership is `join`, in no particular
+    /// order.
+    rooms: Vec<T>,
     /// Rooms left out because their lookup failed.
     unchecked: usize,
 }
 
-/// Asks `is_joined` about every candidate, [`CHECKS_AT_ONCE`] at a time. A failed lookup leaves
-/// its room out (fail closed); a homeserver that cannot be reached or does not answer ends the
-/// whole search with that error, since every other lookup would fail the same way.
-async fn joined_rooms<F, Fut>(candidates: Vec<OwnedRoomId>, is_joined: F) -> Result<Joined, MatrixError>
+/// Asks `lookup` about every candidate, [`CHECKS_AT_ONCE`] at a time: `Some` for a room the asker
+/// is joined to. A failed lookup leaves its room out (fail closed); a homeserver that cannot be
+/// reached or does not answer ends the whole search with that error, since every other lookup
+/// would fail the same way.
+async fn joined_rooms<T, F, Fut>(candidates: Vec<OwnedRoomId>, lookup: F) -> Result<Joined<T>, MatrixError>
 where
     F: Fn(OwnedRoomId) -> Fut,
-    Fut: Future<Output = Result<bool, MatrixError>>,
+    Fut: Future<Output = Result<Option<T>, MatrixError>>,
 {
     let mut answers = futures_util::stream::iter(candidates)
         .map(|room| {
-            let answer = is_joined(room.clone());
+            let answer = lookup(room.clone());
             async move { (room, answer.await) }
         })
         .buffer_unordered(CHECKS_AT_ONCE);
-    let mut joined = Joined::default();
+    let mut joined = Joined { rooms: Vec::new(), unchecked: 0 };
     while let Some((room, answer)) = answers.next().await {
         match answer {
-            Ok(true) => joined.rooms.push(room),
-            Ok(false) => {}
+            Ok(Some(found)) => joined.rooms.push(found),
+            Ok(None) => {}
             Err(e @ (MatrixError::Unreachable { .. } | MatrixError::Timeout(_))) => return Err(e),
             Err(e) => {
                 tracing::debug!(room = %room, error = %e, "membership unknown; the room is left out");
@@ -240,8 +248,8 @@ mod tests {
     #[tokio::test]
     async fn only_rooms_confirmed_joined_are_searched() {
         let answers = |r: &str| match r {
-            "!joined:x.y" | "!also:x.y" => Ok(true),
-            "!left:x.y" => Ok(false),
+            "!joined:x.y" | "!also:x.y" => Ok(Some(r.to_owned())),
+            "!left:x.y" => Ok(None),
             "!forbidden:x.y" => Err(refused("M_FORBIDDEN")),
             "!broken:x.y" => Err(MatrixError::Api { status: 500, errcode: "M_UNKNOWN".into(), message: String::new() }),
             _ => Err(MatrixError::Response("garbled".into())),
@@ -252,7 +260,7 @@ mod tests {
                 .map(|r| RoomId::parse(*r).unwrap())
                 .collect();
         let joined = joined_rooms(candidates, |r| async move { answers(r.as_str()) }).await.unwrap();
-        let mut rooms: Vec<&str> = joined.rooms.iter().map(|r| r.as_str()).collect();
+        let mut rooms = joined.rooms;
         rooms.sort_unstable();
         assert_eq!(rooms, ["!also:x.y", "!joined:x.y"]);
         assert_eq!(joined.unchecked, 3);
@@ -264,14 +272,16 @@ mod tests {
         let asked = AtomicUsize::new(0);
         let err = joined_rooms(candidates, |_| {
             asked.fetch_add(1, Ordering::SeqCst);
-            async { Err(MatrixError::Unreachable { url: "http://hs".into(), reason: "refused".into() }) }
+            async {
+                Err::<Option<()>, _>(MatrixError::Unreachable { url: "http://hs".into(), reason: "refused".into() })
+            }
         })
         .await
         .unwrap_err();
         assert!(matches!(err, MatrixError::Unreachable { .. }), "{err}");
         assert!(asked.load(Ordering::SeqCst) < 20, "it stops asking once the homeserver is known down");
         let err = joined_rooms(vec![RoomId::parse(room(1)).unwrap()], |_| async {
-            Err(MatrixError::Timeout(Duration::from_secs(1)))
+            Err::<Option<()>, _>(MatrixError::Timeout(Duration::from_secs(1)))
         })
         .await
         .unwrap_err();
@@ -291,7 +301,7 @@ mod tests {
                     tokio::task::yield_now().await;
                 }
                 in_flight.fetch_sub(1, Ordering::SeqCst);
-                Ok(true)
+                Ok(Some(()))
             }
         })
         .await

@@ -12,10 +12,11 @@ mod txn;
 
 pub use content::{edit_content, notice, notice_reply, permalink, text_reply};
 pub use media::{ImageMeta, file_content, image_content};
-pub use rooms::{NewRoom, encryption_content};
+pub use rooms::{NewRoom, StateHistory, encryption_content};
 pub use txn::txn_id_for;
 
 use crate::secret::Secret;
+use cs::state::get_state_event_for_key::v3::StateEventFormat;
 use ruma::api::path_builder::{PathBuilder, SinglePath, VersionHistory};
 use ruma::api::{AppserviceUserIdentity, client as cs};
 use ruma::api::{
@@ -409,15 +410,30 @@ impl MatrixClient {
         event_type: &str,
         state_key: &str,
     ) -> Result<Option<T>, MatrixError> {
-        let request = cs::state::get_state_event_for_key::v3::Request::new(
+        let Some(json) = self.state_raw(user, room, event_type, state_key, StateEventFormat::Content).await? else {
+            return Ok(None);
+        };
+        serde_json::from_str(&json).map(Some).map_err(|e| MatrixError::Response(format!("{event_type} state: {e}")))
+    }
+
+    /// A state event's content, or (with `StateEventFormat::Event`) the whole event; `None` when
+    /// it is not set.
+    async fn state_raw(
+        &self,
+        user: &UserId,
+        room: &RoomId,
+        event_type: &str,
+        state_key: &str,
+        format: StateEventFormat,
+    ) -> Result<Option<String>, MatrixError> {
+        let mut request = cs::state::get_state_event_for_key::v3::Request::new(
             room.to_owned(),
             event_type.into(),
             state_key.to_owned(),
         );
+        request.format = format;
         match self.send(request, Some(user)).await {
-            Ok(response) => serde_json::from_str(response.event_or_content.get())
-                .map(Some)
-                .map_err(|e| MatrixError::Response(format!("{event_type} state: {e}"))),
+            Ok(response) => Ok(Some(response.event_or_content.get().to_owned())),
             Err(e) if e.errcode() == Some("M_NOT_FOUND") => Ok(None),
             Err(e) => Err(e),
         }

@@ -1,12 +1,23 @@
 //! Room administration as the agent: aliases, room creation, invites and raw state events (what
 //! `bootstrap` needs; the room lane never creates rooms).
 
+use super::StateEventFormat;
 use super::{MatrixClient, MatrixError};
 use ruma::api::client as cs;
 use ruma::events::{AnyInitialStateEvent, AnyStateEventContent, StateEventType};
 use ruma::serde::Raw;
-use ruma::{OwnedRoomId, OwnedUserId, RoomAliasId, RoomId, UserId};
+use ruma::{EventId, OwnedRoomId, OwnedUserId, RoomAliasId, RoomId, UserId};
 use serde_json::Value;
+
+/// A state event and the ones it replaced, newest first (`unsigned.replaces_state`), as far as
+/// the reader may see them.
+#[derive(Debug, Default)]
+pub struct StateHistory {
+    pub events: Vec<Value>,
+    /// The chain reached its first event (or the state was never set); `false` when an earlier
+    /// event was hidden from the reader or the depth ran out.
+    pub complete: bool,
+}
 
 /// A room to create: `alias` is the localpart (`fleet-ops` for `#fleet-ops:<server>`).
 #[derive(Debug, Clone)]
@@ -70,6 +81,42 @@ impl MatrixClient {
         state_key: &str,
     ) -> Result<Option<Value>, MatrixError> {
         self.state_content(user, room, event_type, state_key).await
+    }
+
+    /// The state event `(event_type, state_key)` of `room` and up to `depth - 1` events it
+    /// replaced, as `user` sees them. An earlier event `user` may not see ends the chain early.
+    pub async fn state_history(
+        &self,
+        user: &UserId,
+        room: &RoomId,
+        event_type: &str,
+        state_key: &str,
+        depth: usize,
+    ) -> Result<StateHistory, MatrixError> {
+        let Some(now) = self.state_raw(user, room, event_type, state_key, StateEventFormat::Event).await? else {
+            return Ok(StateHistory { events: Vec::new(), complete: true });
+        };
+        let now: Value =
+            serde_json::from_str(&now).map_err(|e| MatrixError::Response(format!("{event_type} state: {e}")))?;
+        let mut history = StateHistory { events: vec![now], complete: false };
+        while history.events.len() < depth {
+            let last = history.events.last().unwrap_or(&Value::Null);
+            let Some(earlier) = last["unsigned"]["replaces_state"].as_str() else {
+                history.complete = true;
+                break;
+            };
+            let Ok(earlier) = <&EventId>::try_from(earlier) else { break };
+            match self.event(user, room, earlier).await {
+                Ok(raw) => history.events.push(
+                    raw.deserialize_as_unchecked()
+                        .map_err(|e| MatrixError::Response(format!("an earlier {event_type} state: {e}")))?,
+                ),
+                // Not for the reader's eyes (or gone): what was seen is what is known.
+                Err(e) if matches!(e.errcode(), Some("M_NOT_FOUND" | "M_FORBIDDEN")) => break,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(history)
     }
 
     /// Sets a state event from JSON content.

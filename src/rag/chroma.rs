@@ -135,17 +135,80 @@ pub struct Hit {
 }
 
 /// The rooms a query may search. There is no "everywhere": a wider search lists the rooms the
-/// asking user is joined to (invariant 4).
+/// asking user is joined to (invariant 4). [`Scope::Seen`] also limits each room to the times
+/// whose messages the asker may read (the room's history visibility).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Scope {
     Room(String),
     Rooms(Vec<String>),
+    Seen(Vec<SeenRoom>),
+}
+
+/// One room of a [`Scope::Seen`]: all of its history (`windows: None`) or only messages sent
+/// within `windows` (none: nothing of the room).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SeenRoom {
+    pub room: String,
+    pub windows: Option<Vec<Window>>,
+}
+
+/// Messages sent from `from` (inclusive) until `until` (exclusive; `None`: to now), in Unix ms.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Window {
+    pub from: i64,
+    pub until: Option<i64>,
+}
+
+impl Window {
+    fn holds(&self, ts: i64) -> bool {
+        ts >= self.from && self.until.is_none_or(|until| ts < until)
+    }
+
+    fn filter(&self) -> serde_json::Value {
+        let from = json!({ "ts": { "$gte": self.from } });
+        match self.until {
+            None => from,
+            Some(until) => json!({ "$and": [from, { "ts": { "$lt": until } }] }),
+        }
+    }
+}
+
+impl SeenRoom {
+    /// Chroma's filter for this room; `None` when nothing of it may be seen.
+    fn filter(&self) -> Option<serde_json::Value> {
+        let room = json!({ "room_id": self.room });
+        let Some(windows) = &self.windows else { return Some(room) };
+        let times = any_of(windows.iter().map(Window::filter).collect())?;
+        Some(json!({ "$and": [room, times] }))
+    }
+
+    /// A message of this room sent at `ts` may be seen.
+    pub fn readable_at(&self, ts: i64) -> bool {
+        self.windows.as_ref().is_none_or(|w| w.iter().any(|w| w.holds(ts)))
+    }
+
+    fn allows(&self, room: &str, ts: i64) -> bool {
+        self.room == room && self.readable_at(ts)
+    }
+}
+
+/// One clause for "any of these" (Chroma refuses `$or` with fewer than two); `None` for none.
+fn any_of(mut clauses: Vec<serde_json::Value>) -> Option<serde_json::Value> {
+    match clauses.len() {
+        0 => None,
+        1 => clauses.pop(),
+        _ => Some(json!({ "$or": clauses })),
+    }
 }
 
 impl Scope {
     /// No room at all: nothing may match.
     pub fn is_empty(&self) -> bool {
-        matches!(self, Self::Rooms(rooms) if rooms.is_empty())
+        match self {
+            Self::Room(_) => false,
+            Self::Rooms(rooms) => rooms.is_empty(),
+            Self::Seen(rooms) => rooms.iter().all(|r| r.filter().is_none()),
+        }
     }
 
     /// Chroma's `where` filter; `None` when the scope is empty and nothing may match.
@@ -154,13 +217,15 @@ impl Scope {
             _ if self.is_empty() => None,
             Self::Room(room) => Some(json!({ "room_id": room })),
             Self::Rooms(rooms) => Some(json!({ "room_id": { "$in": rooms } })),
+            Self::Seen(rooms) => any_of(rooms.iter().filter_map(SeenRoom::filter).collect()),
         }
     }
 
-    fn allows(&self, room: &str) -> bool {
+    fn allows(&self, meta: &RecordMeta) -> bool {
         match self {
-            Self::Room(r) => r == room,
-            Self::Rooms(rs) => rs.iter().any(|r| r == room),
+            Self::Room(r) => *r == meta.room_id,
+            Self::Rooms(rs) => rs.contains(&meta.room_id),
+            Self::Seen(rooms) => rooms.iter().any(|r| r.allows(&meta.room_id, meta.ts)),
         }
     }
 }
@@ -384,7 +449,7 @@ impl ChromaClient {
             let meta = meta.ok_or_else(|| ChromaError::Response(format!("record {id} has no metadata")))?;
             let distance = distance.ok_or_else(|| ChromaError::Response(format!("record {id} has no distance")))?;
             // Belt and braces for invariant 4: the filter already did this.
-            if !scope.allows(&meta.room_id) {
+            if !scope.allows(&meta) {
                 tracing::warn!(record = %id, "Chroma returned a record outside the query's rooms; dropped");
                 continue;
             }
@@ -612,8 +677,45 @@ mod tests {
             Some(json!({"room_id": {"$in": ["!a:s", "!b:s"]}}))
         );
         assert_eq!(Scope::Rooms(vec![]).filter(), None);
-        assert!(Scope::Rooms(vec!["!a:s".into()]).allows("!a:s"));
-        assert!(!Scope::Room("!a:s".into()).allows("!b:s"));
+        let meta = |room: &str, ts| RecordMeta { room_id: room.into(), sender: "@a:s".into(), ts, thread_id: None };
+        assert!(Scope::Rooms(vec!["!a:s".into()]).allows(&meta("!a:s", 1)));
+        assert!(!Scope::Room("!a:s".into()).allows(&meta("!b:s", 1)));
+    }
+
+    #[test]
+    fn seen_scopes_limit_each_room_to_its_windows() {
+        let meta = |room: &str, ts| RecordMeta { room_id: room.into(), sender: "@a:s".into(), ts, thread_id: None };
+        let since = |from| Window { from, until: None };
+        let scope = Scope::Seen(vec![
+            SeenRoom { room: "!all:s".into(), windows: None },
+            SeenRoom { room: "!late:s".into(), windows: Some(vec![since(100)]) },
+            SeenRoom { room: "!none:s".into(), windows: Some(vec![]) },
+            SeenRoom { room: "!two:s".into(), windows: Some(vec![Window { from: 10, until: Some(20) }, since(50)]) },
+        ]);
+        assert_eq!(
+            scope.filter(),
+            Some(json!({"$or": [
+                {"room_id": "!all:s"},
+                {"$and": [{"room_id": "!late:s"}, {"ts": {"$gte": 100}}]},
+                {"$and": [{"room_id": "!two:s"}, {"$or": [
+                    {"$and": [{"ts": {"$gte": 10}}, {"ts": {"$lt": 20}}]},
+                    {"ts": {"$gte": 50}},
+                ]}]},
+            ]}))
+        );
+        let allowed = [("!all:s", 1), ("!late:s", 100), ("!two:s", 10), ("!two:s", 50)];
+        let refused = [("!late:s", 99), ("!none:s", 1_000), ("!two:s", 20), ("!two:s", 49), ("!other:s", 1)];
+        for (room, ts) in allowed {
+            assert!(scope.allows(&meta(room, ts)), "{room} at {ts}");
+        }
+        for (room, ts) in refused {
+            assert!(!scope.allows(&meta(room, ts)), "{room} at {ts}");
+        }
+        // A single room seen from a time is one clause; a scope that sees nothing is empty.
+        let one = Scope::Seen(vec![SeenRoom { room: "!late:s".into(), windows: Some(vec![since(100)]) }]);
+        assert_eq!(one.filter(), Some(json!({"$and": [{"room_id": "!late:s"}, {"ts": {"$gte": 100}}]})));
+        let nothing = Scope::Seen(vec![SeenRoom { room: "!none:s".into(), windows: Some(vec![]) }]);
+        assert!(nothing.is_empty() && nothing.filter().is_none());
     }
 
     #[test]

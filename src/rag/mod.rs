@@ -7,7 +7,7 @@
 pub mod chroma;
 pub mod indexer;
 
-pub use chroma::{ChromaClient, ChromaError, Hit, Record, RecordMeta, Scope, StoredRecord};
+pub use chroma::{ChromaClient, ChromaError, Hit, Record, RecordMeta, Scope, SeenRoom, StoredRecord, Window};
 
 use crate::config::Config;
 use crate::llm::{EmbedKind, LlmClient, LlmError, Prefixes};
