@@ -8,7 +8,7 @@ use crate::chat;
 use crate::commands::{self, Invocation};
 use crate::context::{CommandRate, Context};
 use crate::handler::{self, HandleError};
-use crate::store::{CancelTarget, InboxItem, IndexWrite, StoreError, Write, now_ms};
+use crate::store::{CancelTarget, InboxItem, IndexWrite, RoomNotice, StoreError, Write, now_ms};
 use crate::strings;
 use crate::syntax::{self, Command, IndexChange};
 use ruma::events::room::encrypted::OriginalRoomEncryptedEvent;
@@ -307,11 +307,13 @@ async fn reindexed(ctx: &Context, room: &RoomId, original: &str) -> Result<Optio
 
 /// One notice per room that encrypted messages cannot be read yet — not one per message.
 async fn encrypted(ctx: &Context, ev: &OriginalRoomEncryptedEvent) -> Result<(), HandleError> {
-    if ctx.namespace.is_ours(&ev.sender) || ctx.store.encrypted_notice_sent(ev.room_id.as_str()).await? {
+    if ctx.namespace.is_ours(&ev.sender)
+        || ctx.store.room_notice_sent(ev.room_id.as_str(), RoomNotice::CannotRead).await?
+    {
         return Ok(());
     }
     handler::room_notice(ctx, &ev.room_id, "encrypted-notice", &strings::encrypted_room_notice()).await?;
     // Marked only after sending: a crash in between replays with the same txn id (deduplicated).
-    ctx.store.mark_encrypted_notice_sent(ev.room_id.as_str()).await?;
+    ctx.store.mark_room_notice_sent(ev.room_id.as_str(), RoomNotice::CannotRead).await?;
     Ok(())
 }

@@ -96,6 +96,12 @@ pub fn encrypted_room_notice() -> String {
         .to_owned()
 }
 
+pub fn planka_notices_encrypted_room() -> String {
+    "This room turned on end-to-end encryption, and I cannot encrypt messages yet, so I will not post \
+     updates of its Planka board here. Bind the board in an unencrypted room (`!board bind`) to follow it there."
+        .to_owned()
+}
+
 pub fn browse_usage() -> String {
     "`!browse` needs a link, e.g. `!browse https://example.org/changelog what changed in 2.0?`".to_owned()
 }

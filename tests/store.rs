@@ -4,7 +4,7 @@
 mod common;
 
 use common::postgres::postgres;
-use conclave_agent::store::{BackfillPage, HistoryMessage, IndexOp, IndexWrite, NewEvent, Store, now_ms};
+use conclave_agent::store::{BackfillPage, HistoryMessage, IndexOp, IndexWrite, NewEvent, RoomNotice, Store, now_ms};
 
 fn ev(room: &str, id: &str, json: &str) -> NewEvent {
     NewEvent { room_id: room.into(), event_id: id.into(), json: json.into() }
@@ -90,13 +90,16 @@ async fn contract(store: Store) {
     store.room_set_joined("!b", false).await.unwrap();
     assert!(store.room_is_joined("!a").await.unwrap());
     assert_eq!(store.joined_rooms().await.unwrap(), ["!a"]);
-    assert!(!store.encrypted_notice_sent("!a").await.unwrap());
-    store.mark_encrypted_notice_sent("!a").await.unwrap();
-    assert!(store.encrypted_notice_sent("!a").await.unwrap());
+    assert!(!store.room_notice_sent("!a", RoomNotice::CannotRead).await.unwrap());
+    store.mark_room_notice_sent("!a", RoomNotice::CannotRead).await.unwrap();
+    assert!(store.room_notice_sent("!a", RoomNotice::CannotRead).await.unwrap());
+    assert!(!store.room_notice_sent("!a", RoomNotice::NoPlankaNotices).await.unwrap(), "each notice on its own");
+    store.mark_room_notice_sent("!a", RoomNotice::NoPlankaNotices).await.unwrap();
+    assert!(store.room_notice_sent("!a", RoomNotice::NoPlankaNotices).await.unwrap());
     assert!(store.room_is_joined("!a").await.unwrap(), "the notice flag keeps membership");
     // Leaving keeps what the room set up (its notice flag, settings) and says when it happened.
     store.room_left("!a", now_ms()).await.unwrap();
-    assert!(store.encrypted_notice_sent("!a").await.unwrap());
+    assert!(store.room_notice_sent("!a", RoomNotice::CannotRead).await.unwrap());
     assert!(store.joined_rooms().await.unwrap().is_empty());
     assert!(store.room_left_at("!a").await.unwrap().is_some_and(|t| t <= now_ms()));
     store.room_set_joined("!a", true).await.unwrap();

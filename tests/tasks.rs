@@ -367,6 +367,32 @@ async fn planka_webhook_notifies_bound_rooms_once_and_not_the_agents_own_changes
 }
 
 #[tokio::test]
+async fn a_room_that_turns_on_encryption_gets_no_plaintext_planka_notices_and_is_told_once() {
+    let w = World::start().await;
+    w.bind().await;
+    let first = delivery(&w, "cardCreate", &w.alice_planka_id, "Before", &w.todo, None);
+    assert_eq!(w.webhook(Some(WEBHOOK_TOKEN), &first).await, 200);
+    w.alice.send_state(&w.room, "m.room.encryption", json!({"algorithm": "m.megolm.v1.aes-sha2"})).await;
+    for title in ["After one", "After two"] {
+        let later = delivery(&w, "cardCreate", &w.alice_planka_id, title, &w.todo, None);
+        assert_eq!(w.webhook(Some(WEBHOOK_TOKEN), &later).await, 200);
+    }
+    let notices = w.notices(&w.room).await;
+    assert_eq!(notices.len(), 1, "only the notice from before encryption: {notices:?}");
+    assert!(notices[0].contains("Before"), "{notices:?}");
+    let told: Vec<String> = w
+        .alice
+        .timeline(&w.room)
+        .await
+        .iter()
+        .filter(|e| e["sender"] == w.agent.user_id().as_str() && body(e).contains("turned on end-to-end encryption"))
+        .map(|e| body(e).to_owned())
+        .collect();
+    assert_eq!(told.len(), 1, "said once: {told:?}");
+    assert!(told[0].contains("!board bind"), "and what to do: {told:?}");
+}
+
+#[tokio::test]
 async fn planka_down_gets_a_clear_reply_and_the_agent_keeps_serving() {
     let w = World::start().await;
     w.bind().await;

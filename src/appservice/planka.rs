@@ -6,8 +6,11 @@
 //! one is sent with the same txn ids (derived from the body), so the homeserver drops the copy.
 
 use super::{ApiError, AppState, auth::bearer};
+use crate::context::Context;
+use crate::handler;
 use crate::matrix::txn_id_for;
 use crate::planka::webhook::{Delivery, notice};
+use crate::store::RoomNotice;
 use crate::strings;
 use axum::Json;
 use axum::body::Bytes;
@@ -67,6 +70,9 @@ pub async fn webhook(
     let mut notified = 0;
     for room in rooms {
         let Ok(room_id) = <&RoomId>::try_from(room.as_str()) else { continue };
+        if !may_post_plaintext(ctx, room_id).await {
+            continue;
+        }
         let txn = txn_id_for(&delivery_id, &format!("planka-notice {room}"));
         match ctx.matrix.send_message(ctx.namespace.sender(), room_id, &txn, &content).await {
             Ok(event_id) => {
@@ -83,4 +89,40 @@ pub async fn webhook(
     }
     tracing::info!(event = %delivery.event, notified, "Planka delivery handled");
     Ok(Json(json!({ "notified": notified })))
+}
+
+/// Whether a notice may go into `room` unencrypted: not into a room that turned on end-to-end
+/// encryption after its board was bound (the agent cannot encrypt yet). When the homeserver
+/// cannot say, nothing is posted (fail closed).
+async fn may_post_plaintext(ctx: &Context, room: &RoomId) -> bool {
+    match ctx.matrix.state_json(ctx.namespace.sender(), room, "m.room.encryption", "").await {
+        Ok(None) => true,
+        Ok(Some(_)) => {
+            tracing::info!(room_id = %room, "not posting a Planka notice into an encrypted room");
+            say_once_that_notices_stop(ctx, room).await;
+            false
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, room_id = %room, "cannot tell whether the room is encrypted; not posting");
+            false
+        }
+    }
+}
+
+/// Tells an encrypted room, once, why its board's updates no longer arrive.
+async fn say_once_that_notices_stop(ctx: &Context, room: &RoomId) {
+    let once = RoomNotice::NoPlankaNotices;
+    match ctx.store.room_notice_sent(room.as_str(), once).await {
+        Ok(false) => {}
+        Ok(true) => return,
+        Err(e) => return tracing::warn!(error = %e, "cannot read the room's notices"),
+    }
+    let notice = strings::planka_notices_encrypted_room();
+    if let Err(e) = handler::room_notice(ctx, room, "planka-encrypted-notice", &notice).await {
+        return tracing::warn!(error = %e, room_id = %room, "cannot tell the room");
+    }
+    // Marked only after sending: a retry sends with the same txn id (deduplicated).
+    if let Err(e) = ctx.store.mark_room_notice_sent(room.as_str(), once).await {
+        tracing::warn!(error = %e, "cannot remember the notice");
+    }
 }

@@ -20,6 +20,7 @@ pub use inbox::{DeadLetter, InboxItem, NewEvent};
 pub use index::{IndexJob, IndexOp, IndexWrite};
 pub use jobs::{CancelTarget, Job, JobState, NewJob};
 pub use prune::Cutoffs;
+pub use rooms::RoomNotice;
 pub use settings::{RoomSettings, UsageTotals, today};
 pub use tasks::{Binding, PlankaIntent, TaskCard};
 

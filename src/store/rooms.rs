@@ -64,24 +64,40 @@ impl Store {
             .await?)
     }
 
-    pub async fn encrypted_notice_sent(&self, room_id: &str) -> Result<bool, StoreError> {
-        let v: Option<i64> = sqlx::query_scalar("SELECT encrypted_notice_sent FROM rooms WHERE room_id = $1")
-            .bind(room_id)
-            .fetch_optional(&self.pool)
-            .await?;
+    /// Whether `notice` was sent in the room (each is said once per room).
+    pub async fn room_notice_sent(&self, room_id: &str, notice: RoomNotice) -> Result<bool, StoreError> {
+        let sql = format!("SELECT {} FROM rooms WHERE room_id = $1", notice.column());
+        let v: Option<i64> =
+            sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(room_id).fetch_optional(&self.pool).await?;
         Ok(v == Some(1))
     }
 
-    /// Marks the room encrypted and its notice sent (called after the notice went out).
-    pub async fn mark_encrypted_notice_sent(&self, room_id: &str) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO rooms (room_id, encrypted, encrypted_notice_sent, updated_at) VALUES ($1, 1, 1, $2) \
-             ON CONFLICT (room_id) DO UPDATE SET encrypted = 1, encrypted_notice_sent = 1, updated_at = excluded.updated_at",
-        )
-        .bind(room_id)
-        .bind(now_ms())
-        .execute(&self.pool)
-        .await?;
+    /// Marks the room encrypted and `notice` sent (called after the notice went out).
+    pub async fn mark_room_notice_sent(&self, room_id: &str, notice: RoomNotice) -> Result<(), StoreError> {
+        let column = notice.column();
+        let sql = format!(
+            "INSERT INTO rooms (room_id, encrypted, {column}, updated_at) VALUES ($1, 1, 1, $2) \
+             ON CONFLICT (room_id) DO UPDATE SET encrypted = 1, {column} = 1, updated_at = excluded.updated_at"
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql)).bind(room_id).bind(now_ms()).execute(&self.pool).await?;
         Ok(())
+    }
+}
+
+/// The notices said once per encrypted room.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RoomNotice {
+    /// Encrypted messages cannot be read.
+    CannotRead,
+    /// Planka notices are not posted here.
+    NoPlankaNotices,
+}
+
+impl RoomNotice {
+    fn column(self) -> &'static str {
+        match self {
+            Self::CannotRead => "encrypted_notice_sent",
+            Self::NoPlankaNotices => "planka_encrypted_notice_sent",
+        }
     }
 }
