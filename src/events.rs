@@ -8,13 +8,14 @@ use crate::chat;
 use crate::commands::{self, Invocation};
 use crate::context::{CommandRate, Context};
 use crate::handler::{self, HandleError};
-use crate::store::{CancelTarget, InboxItem, IndexWrite, RoomNotice, StoreError, Write, now_ms};
+use crate::store::{CancelTarget, InboxItem, IndexWrite, RoomNotice, RoomSettings, Write, now_ms};
 use crate::strings;
 use crate::syntax::{self, Command, IndexChange};
 use ruma::events::room::encrypted::OriginalRoomEncryptedEvent;
 use ruma::events::room::member::{MembershipState, OriginalRoomMemberEvent};
 use ruma::events::room::message::{MessageType, OriginalRoomMessageEvent, Relation};
 use ruma::events::room::redaction::{OriginalRoomRedactionEvent, RoomRedactionEvent};
+use ruma::events::room::tombstone::OriginalRoomTombstoneEvent;
 use ruma::events::{AnyMessageLikeEvent, AnyStateEvent, AnyTimelineEvent, MessageLikeEvent, StateEvent};
 use ruma::{EventId, RoomId, UserId};
 
@@ -62,6 +63,9 @@ async fn handle_event(ctx: &Context, item: &InboxItem, event: AnyTimelineEvent) 
         }
         AnyTimelineEvent::MessageLike(AnyMessageLikeEvent::RoomMessage(MessageLikeEvent::Original(ev))) => {
             message(ctx, &ev, &item.event).await
+        }
+        AnyTimelineEvent::State(AnyStateEvent::RoomTombstone(StateEvent::Original(ev))) => {
+            tombstone(ctx, &ev).await.map(|()| Outcome::acted([]))
         }
         AnyTimelineEvent::MessageLike(AnyMessageLikeEvent::RoomEncrypted(MessageLikeEvent::Original(ev))) => {
             encrypted(ctx, &ev).await.map(|()| Outcome::acted([]))
@@ -118,7 +122,8 @@ async fn membership(ctx: &Context, ev: &OriginalRoomMemberEvent) -> Result<(), H
 
 /// The agent is in `room`: remember it, and read its earlier history into the index (once: the
 /// join is seen both when accepting the invite and as the membership event).
-async fn joined(ctx: &Context, room: &RoomId) -> Result<(), StoreError> {
+async fn joined(ctx: &Context, room: &RoomId) -> Result<(), HandleError> {
+    carry_over_from_predecessor(ctx, room).await?;
     // Back after leaving: only the history since then is new.
     let left_at = ctx.store.room_left_at(room.as_str()).await?;
     ctx.store.room_set_joined(room.as_str(), true).await?;
@@ -138,6 +143,45 @@ async fn joined(ctx: &Context, room: &RoomId) -> Result<(), StoreError> {
         }
     }
     Ok(())
+}
+
+/// A room that replaces another (a room upgrade: its `m.room.create` names the predecessor) goes
+/// on with the old room's settings and board, unless it has its own already.
+async fn carry_over_from_predecessor(ctx: &Context, room: &RoomId) -> Result<(), HandleError> {
+    let create = ctx.matrix.state_json(ctx.namespace.sender(), room, "m.room.create", "").await?;
+    let Some(old) = create.as_ref().and_then(|c| c["predecessor"]["room_id"].as_str()) else { return Ok(()) };
+    let (store, new) = (&ctx.store, room.as_str());
+    let settings = store.room_settings(old).await?;
+    if settings != RoomSettings::default() && store.room_settings(new).await? == RoomSettings::default() {
+        store.set_room_settings(new, &settings).await?;
+        tracing::info!(predecessor = old, "the upgraded room keeps the old room's settings");
+    }
+    if store.move_board_binding(old, new).await? {
+        tracing::info!(predecessor = old, "the upgraded room keeps the old room's board");
+    }
+    Ok(())
+}
+
+/// The room was upgraded: the agent follows it into the replacement room when it may join it
+/// (a public or restricted room; into an invite-only one, someone invites it, as Element offers
+/// to). Only a tombstone from someone who may give commands is followed.
+async fn tombstone(ctx: &Context, ev: &OriginalRoomTombstoneEvent) -> Result<(), HandleError> {
+    let new = &ev.content.replacement_room;
+    if !ctx.access.is_user(&ev.sender) {
+        tracing::info!(by = %ev.sender, replacement = %new, "not following an upgrade by a user not in access.users");
+        return Ok(());
+    }
+    match ctx.matrix.join(ctx.namespace.sender(), new).await {
+        Ok(()) => {
+            tracing::info!(replacement = %new, "the room was upgraded; following it");
+            joined(ctx, new).await
+        }
+        Err(e) if !e.is_transient() => {
+            tracing::warn!(replacement = %new, error = %e, "cannot join the upgraded room; an invite there brings me in");
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 async fn message(ctx: &Context, ev: &OriginalRoomMessageEvent, raw: &str) -> Result<Outcome, HandleError> {

@@ -393,6 +393,30 @@ async fn a_room_that_turns_on_encryption_gets_no_plaintext_planka_notices_and_is
 }
 
 #[tokio::test]
+async fn after_a_room_upgrade_the_agent_follows_with_the_rooms_board_and_settings() {
+    let w = World::start().await;
+    w.bind().await;
+    assert!(w.ask("!prompt Answer like a pirate.").await.contains("Saved"));
+    // A public room: the agent may join the replacement itself when it sees the tombstone.
+    w.alice.send_state(&w.room, "m.room.join_rules", json!({"join_rule": "public"})).await;
+    let path = format!("/rooms/{}/upgrade", common::client::enc(&w.room));
+    let (status, upgraded) = w.alice.request(reqwest::Method::POST, &path, Some(json!({"new_version": "10"}))).await;
+    assert_eq!(status, 200, "{upgraded}");
+    let new = upgraded["replacement_room"].as_str().unwrap().to_owned();
+    w.alice.wait_membership(&new, &w.agent.user_id(), "join").await;
+
+    let board = w.ask_in(&new, "!board").await;
+    assert!(board.contains("Dev board"), "the board came along: {board}");
+    let prompt = w.ask_in(&new, "!prompt").await;
+    assert!(prompt.contains("pirate"), "the room's prompt came along: {prompt}");
+    let created = delivery(&w, "cardCreate", &w.alice_planka_id, "In the new room", &w.todo, None);
+    assert_eq!(w.webhook(Some(WEBHOOK_TOKEN), &created).await, 200);
+    let notices = w.notices(&new).await;
+    assert!(notices.len() == 1 && notices[0].contains("In the new room"), "{notices:?}");
+    assert!(w.notices(&w.room).await.is_empty(), "the old room no longer hears about the board");
+}
+
+#[tokio::test]
 async fn planka_down_gets_a_clear_reply_and_the_agent_keeps_serving() {
     let w = World::start().await;
     w.bind().await;

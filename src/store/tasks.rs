@@ -58,6 +58,21 @@ impl Store {
         Ok(())
     }
 
+    /// Moves `from`'s board binding to `to` (a room upgrade), unless `to` has one of its own;
+    /// whether it moved.
+    pub async fn move_board_binding(&self, from: &str, to: &str) -> Result<bool, StoreError> {
+        let moved = sqlx::query(
+            "UPDATE board_bindings SET room_id = $2, updated_at = $3 WHERE room_id = $1 \
+             AND NOT EXISTS (SELECT 1 FROM board_bindings WHERE room_id = $2)",
+        )
+        .bind(from)
+        .bind(to)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(moved.rows_affected() > 0)
+    }
+
     pub async fn board_binding(&self, room_id: &str) -> Result<Option<Binding>, StoreError> {
         let row: Option<(String, String, String)> =
             sqlx::query_as("SELECT room_id, board_id, list_id FROM board_bindings WHERE room_id = $1")
