@@ -62,7 +62,7 @@ impl Store {
         secret_hash: &str,
         rotate: bool,
     ) -> Result<TokenStored, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let existing: Option<String> = sqlx::query_scalar("SELECT token_id FROM agent_tokens WHERE agent = $1")
             .bind(agent)
             .fetch_optional(&mut *tx)
@@ -187,7 +187,7 @@ impl Store {
     /// Appends one message to `row.agent`'s inbox (once per event: a replayed event is not stored
     /// twice) and drops the oldest beyond `max`, counting them. Returns whether it was new.
     pub async fn agent_inbox_append(&self, row: &AgentInboxRow, max: u64) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let inserted = sqlx::query(
             "INSERT INTO agent_inbox (agent, room_id, event_id, sender, body, thread_id, reply_to, ts) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (agent, event_id) DO NOTHING",

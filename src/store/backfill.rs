@@ -117,7 +117,7 @@ impl Store {
     /// already queued keeps its job (the live path saw it, or a newer edit did: history comes
     /// newest first); a message known to be redacted is not queued.
     pub async fn backfill_page(&self, room_id: &str, page: &BackfillPage<'_>) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         for m in page.messages {
             sqlx::query(
                 "INSERT INTO index_jobs (event_id, room_id, sender, ts, thread_id, body) \

@@ -1,19 +1,10 @@
 //! Seen transaction ids and the durable event inbox (invariant 1).
 
-use super::{DbKind, Store, StoreError, Text, Write, index, jobs, now_ms};
+use super::ingest::{IngestJob, NewEvent};
+use super::{Store, StoreError, Text, Write, index, jobs, now_ms};
 // Dynamic SQL here only ever adds numbered placeholders; values are always bound.
-use sha2::{Digest, Sha256};
-use sqlx::{AnyConnection, AnyPool, AssertSqlSafe, Connection, Executor, FromRow};
-use tokio::sync::{mpsc, oneshot};
-
-/// An event as it enters the inbox.
-#[derive(Debug, Clone)]
-pub struct NewEvent {
-    pub room_id: String,
-    pub event_id: String,
-    /// The event's JSON, exactly as the homeserver sent it.
-    pub json: String,
-}
+use sqlx::{AssertSqlSafe, FromRow};
+use tokio::sync::oneshot;
 
 /// An event waiting in the inbox.
 #[derive(Debug, Clone, FromRow)]
@@ -37,8 +28,6 @@ pub struct DeadLetter {
     pub failed_at: i64,
 }
 
-/// Rows per INSERT: 4 parameters each stays far below both databases' limits.
-const INSERT_CHUNK: usize = 200;
 /// Sequence numbers per `IN (…)` list.
 const SEQ_CHUNK: usize = 1000;
 
@@ -57,9 +46,7 @@ impl Store {
     /// on SQLite one fsync, for all of them.
     pub async fn ingest(&self, txn_id: &str, events: Vec<NewEvent>) -> Result<bool, StoreError> {
         let (reply, answer) = oneshot::channel();
-        let digest = delivery_digest(&events);
-        let job = IngestJob { txn_id: txn_id.to_owned(), digest, events, reply };
-        self.ingest_queue.send(job).await.map_err(|_| StoreError::Closed)?;
+        self.ingest_queue.send(IngestJob::new(txn_id, events, reply)).await.map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
@@ -111,7 +98,7 @@ impl Store {
     /// The events were handled: they leave the inbox, and what their handlers decided (index
     /// changes, jobs, cancels) is written, in one transaction (both or neither).
     pub async fn inbox_done(&self, seqs: &[i64], writes: &[Write]) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         for write in writes {
             match write {
                 Write::Index(write) => index::apply_write(&mut tx, write).await?,
@@ -148,7 +135,7 @@ impl Store {
 
     /// Moves an event that keeps failing out of the inbox, so its room can go on.
     pub async fn inbox_dead_letter(&self, seq: i64, error: &str) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         sqlx::query(
             "INSERT INTO dead_letters (seq, room_id, event_id, event, error, failed_at) \
              SELECT seq, room_id, event_id, event, $1, $2 FROM inbox WHERE seq = $3 \
@@ -179,7 +166,7 @@ impl Store {
             Some(seq) => ("=", seq),
             None => (">=", 0),
         };
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let insert = format!(
             "INSERT INTO inbox (room_id, event_id, event, received_at) \
              SELECT room_id, event_id, event, $1 FROM dead_letters WHERE seq {op} $2 ORDER BY seq"
@@ -208,111 +195,4 @@ impl Store {
             .await?
             .rows_affected())
     }
-}
-
-/// One `ingest` call waiting for the writer.
-pub(super) struct IngestJob {
-    txn_id: String,
-    digest: String,
-    events: Vec<NewEvent>,
-    reply: oneshot::Sender<Result<bool, StoreError>>,
-}
-
-/// What tells a retry from a reused txn id: SHA-256 over each event's id and JSON, each
-/// length-prefixed (so no two lists of events share a digest by concatenation).
-fn delivery_digest(events: &[NewEvent]) -> String {
-    let mut hash = Sha256::new();
-    for e in events {
-        for part in [&e.event_id, &e.json] {
-            hash.update((part.len() as u64).to_le_bytes());
-            hash.update(part.as_bytes());
-        }
-    }
-    hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Bounds of one group commit.
-const GROUP_MAX_TXNS: usize = 64;
-const GROUP_MAX_EVENTS: usize = 10_000;
-
-/// Writes queued transactions, as many as are waiting, in one database transaction.
-pub(super) async fn ingest_writer(pool: AnyPool, kind: DbKind, mut queue: mpsc::Receiver<IngestJob>) {
-    while let Some(first) = queue.recv().await {
-        let mut events = first.events.len();
-        let mut group = vec![first];
-        while group.len() < GROUP_MAX_TXNS && events < GROUP_MAX_EVENTS {
-            let Ok(job) = queue.try_recv() else { break };
-            events += job.events.len();
-            group.push(job);
-        }
-        match write_group(&pool, kind, &group).await {
-            Ok(new) => {
-                for (job, new) in group.into_iter().zip(new) {
-                    let _ = job.reply.send(Ok(new));
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, txns = group.len(), "storing transactions failed");
-                let reason = e.to_string();
-                for job in group {
-                    let _ = job.reply.send(Err(StoreError::Write(reason.clone())));
-                }
-            }
-        }
-    }
-}
-
-async fn write_group(pool: &AnyPool, kind: DbKind, group: &[IngestJob]) -> Result<Vec<bool>, StoreError> {
-    let mut conn = pool.acquire().await?;
-    if kind == DbKind::Sqlite {
-        // The connection runs synchronous=NORMAL; an acknowledged transaction must survive a
-        // power cut, so this commit syncs the WAL (and with it every earlier commit).
-        conn.execute("PRAGMA synchronous = FULL").await?;
-    }
-    let result = insert_group(&mut conn, group).await;
-    if kind == DbKind::Sqlite {
-        let _ = conn.execute("PRAGMA synchronous = NORMAL").await;
-    }
-    result
-}
-
-async fn insert_group(conn: &mut AnyConnection, group: &[IngestJob]) -> Result<Vec<bool>, StoreError> {
-    let now = now_ms();
-    let mut tx = conn.begin().await?;
-    let mut new = Vec::with_capacity(group.len());
-    for job in group {
-        // A delivery seen before (even earlier in this group) changes nothing.
-        let inserted = sqlx::query(
-            "INSERT INTO seen_deliveries (txn_id, digest, received_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (txn_id, digest) DO NOTHING",
-        )
-        .bind(Text(&job.txn_id))
-        .bind(&job.digest)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
-        new.push(inserted);
-        if !inserted {
-            continue;
-        }
-        for chunk in job.events.chunks(INSERT_CHUNK) {
-            let mut sql = String::from("INSERT INTO inbox (room_id, event_id, event, received_at) VALUES ");
-            for i in 0..chunk.len() {
-                let n = i * 4;
-                if i > 0 {
-                    sql.push(',');
-                }
-                sql.push_str(&format!("(${}, ${}, ${}, ${})", n + 1, n + 2, n + 3, n + 4));
-            }
-            let mut q = sqlx::query(AssertSqlSafe(sql));
-            for e in chunk {
-                q = q.bind(Text(&e.room_id)).bind(Text(&e.event_id)).bind(&e.json).bind(now);
-            }
-            q.execute(&mut *tx).await?;
-        }
-    }
-    tx.commit().await?;
-    Ok(new)
 }

@@ -138,7 +138,7 @@ impl Store {
     /// Queues `writes`, in order, in one transaction (for writes that come from no inbox event,
     /// such as the agent's own answers; handlers' writes go through [`Store::inbox_done`]).
     pub async fn index_write(&self, writes: &[IndexWrite]) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         for write in writes {
             apply_write(&mut tx, write).await?;
         }
@@ -162,7 +162,7 @@ impl Store {
     /// Removes the jobs Chroma accepted, unless they were replaced meanwhile (then the newer
     /// version stays queued).
     pub async fn index_done(&self, jobs: &[IndexJob]) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         for j in jobs {
             sqlx::query("DELETE FROM index_jobs WHERE event_id = $1 AND rev = $2")
                 .bind(&j.event_id)
@@ -176,7 +176,7 @@ impl Store {
 
     /// Puts failed jobs back until `not_before_ms`, counting the attempt.
     pub async fn index_retry_at(&self, jobs: &[IndexJob], not_before_ms: i64) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         for j in jobs {
             sqlx::query(
                 "UPDATE index_jobs SET attempts = attempts + 1, not_before = $1 WHERE event_id = $2 AND rev = $3",
@@ -193,7 +193,7 @@ impl Store {
 
     /// Gives up on a job that was refused too often: it leaves the queue for `index_failures`.
     pub async fn index_fail(&self, job: &IndexJob, error: &str) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let removed = sqlx::query("DELETE FROM index_jobs WHERE event_id = $1 AND rev = $2")
             .bind(Text(&job.event_id))
             .bind(job.rev)

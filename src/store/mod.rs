@@ -8,6 +8,7 @@ mod agents;
 mod backfill;
 mod inbox;
 mod index;
+mod ingest;
 mod jobs;
 mod prune;
 mod rooms;
@@ -16,8 +17,9 @@ mod tasks;
 
 pub use agents::{AgentInboxRow, AgentProgressRow, StoredToken, TokenStored};
 pub use backfill::{Backfill, BackfillPage, HistoryMessage};
-pub use inbox::{DeadLetter, InboxItem, NewEvent};
+pub use inbox::{DeadLetter, InboxItem};
 pub use index::{IndexJob, IndexOp, IndexWrite};
+pub use ingest::NewEvent;
 pub use jobs::{CancelTarget, Job, JobState, NewJob};
 pub use prune::Cutoffs;
 pub use rooms::RoomNotice;
@@ -101,7 +103,7 @@ pub struct Store {
     pool: AnyPool,
     kind: DbKind,
     /// Bounded: when the writer falls behind, the homeserver's requests wait (back-pressure).
-    ingest_queue: tokio::sync::mpsc::Sender<inbox::IngestJob>,
+    ingest_queue: tokio::sync::mpsc::Sender<ingest::IngestJob>,
     /// Room settings as last read or written: every message asks whether its room is indexed.
     /// Only this process writes them, through [`Store::set_room_settings`].
     settings: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, RoomSettings>>>,
@@ -125,9 +127,13 @@ impl sqlx::Encode<'_, sqlx::Any> for Text<'_> {
         &self,
         buf: &mut <sqlx::Any as sqlx::Database>::ArgumentBuffer,
     ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
-        let text = if self.0.contains('\0') { self.0.replace('\0', "\u{FFFD}") } else { self.0.to_owned() };
-        <String as sqlx::Encode<sqlx::Any>>::encode(text, buf)
+        <String as sqlx::Encode<sqlx::Any>>::encode(storable(self.0).into_owned(), buf)
     }
+}
+
+/// `text` as the store writes it (see [`Text`]).
+pub(crate) fn storable(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.contains('\0') { text.replace('\0', "\u{FFFD}").into() } else { text.into() }
 }
 
 /// Milliseconds since the Unix epoch, the time unit of every column.
@@ -145,17 +151,20 @@ impl Store {
         install_default_drivers();
         let kind = DbKind::from_url(url).map_err(|e| sqlx::Error::Configuration(e.into()))?;
         let options = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(10));
+        let mut sqlite_path = None;
         let pool = match kind {
             DbKind::Sqlite => {
-                let url = prepare_sqlite_url(url)?;
+                let (url, path) = prepare_sqlite_url(url)?;
+                sqlite_path = Some(path);
                 // One connection: SQLite has one writer anyway, and queueing in the pool is fair
-                // and async where SQLite's busy handler would sleep.
+                // and async where SQLite's busy handler would sleep. (The ingest writer has its
+                // own, see `ingest`.)
                 options
                     .max_connections(1)
                     .after_connect(|conn, _| {
                         Box::pin(async move {
-                            // WAL lets readers run beside the writer. NORMAL survives a crash of
-                            // the agent; ingest raises it to FULL for its commits (power cuts).
+                            // WAL lets readers run beside the writers. NORMAL survives a crash of
+                            // the agent; the ingest writer's own connection runs FULL (power cuts).
                             conn.execute(
                                 "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
                                  PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;",
@@ -172,7 +181,7 @@ impl Store {
         let (ingest_queue, queue) = tokio::sync::mpsc::channel(INGEST_QUEUE);
         let store = Self { pool: pool.clone(), kind, ingest_queue, settings: Default::default() };
         store.migrate().await?;
-        tokio::spawn(inbox::ingest_writer(pool, kind, queue));
+        ingest::start(pool, kind, sqlite_path, queue)?;
         Ok(store)
     }
 
@@ -182,6 +191,16 @@ impl Store {
             DbKind::Postgres => sqlx::migrate!("migrations/postgres").run(&self.pool).await?,
         }
         Ok(())
+    }
+
+    /// A database transaction on the pool. On SQLite it takes the write lock at once (IMMEDIATE):
+    /// a transaction that read first and wrote later would fail, not wait, when the ingest writer
+    /// committed in between.
+    pub(crate) async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
+        Ok(match self.kind {
+            DbKind::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            DbKind::Postgres => self.pool.begin().await?,
+        })
     }
 
     pub fn kind(&self) -> DbKind {
@@ -199,21 +218,23 @@ impl Store {
     }
 }
 
-/// Creates the directory of a SQLite file and asks SQLite to create the file.
-fn prepare_sqlite_url(url: &str) -> Result<String, StoreError> {
+/// Creates the directory of a SQLite file and asks SQLite to create the file; the URL and the
+/// file's path.
+fn prepare_sqlite_url(url: &str) -> Result<(String, String), StoreError> {
     let rest = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
     let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
     let dir = std::path::Path::new(path).parent().filter(|d| !d.as_os_str().is_empty());
     if let Some(dir) = dir.filter(|_| path != ":memory:") {
         std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir { path: dir.display().to_string(), source })?;
     }
-    Ok(if query.contains("mode=") {
+    let url = if query.contains("mode=") {
         url.to_owned()
     } else if query.is_empty() {
         format!("sqlite://{path}?mode=rwc")
     } else {
         format!("sqlite://{path}?{query}&mode=rwc")
-    })
+    };
+    Ok((url, path.to_owned()))
 }
 
 #[cfg(test)]
@@ -231,7 +252,7 @@ mod tests {
         let mut calls = tokio::task::JoinSet::new();
         for n in 0..total {
             let store = store.clone();
-            let event = inbox::NewEvent { room_id: "!r".into(), event_id: format!("$e{n}"), json: "{}".into() };
+            let event = NewEvent { room_id: "!r".into(), event_id: format!("$e{n}"), json: "{}".into() };
             calls.spawn(async move { store.ingest(&format!("t{n}"), vec![event]).await });
         }
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
@@ -263,9 +284,10 @@ mod tests {
     fn sqlite_urls_get_create_mode() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub/a.db");
-        let url = prepare_sqlite_url(&format!("sqlite://{}", path.display())).unwrap();
+        let (url, file) = prepare_sqlite_url(&format!("sqlite://{}", path.display())).unwrap();
         assert!(url.ends_with("a.db?mode=rwc"), "{url}");
+        assert_eq!(file, path.display().to_string());
         assert!(path.parent().unwrap().is_dir());
-        assert_eq!(prepare_sqlite_url("sqlite://x.db?mode=ro").unwrap(), "sqlite://x.db?mode=ro");
+        assert_eq!(prepare_sqlite_url("sqlite://x.db?mode=ro").unwrap().0, "sqlite://x.db?mode=ro");
     }
 }

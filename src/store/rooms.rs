@@ -23,7 +23,7 @@ impl Store {
     /// longer joined, and a backfill still reading its history stops. Its settings, board binding
     /// and history checkpoint are kept for when it is back.
     pub async fn room_left(&self, room_id: &str, at_ms: i64) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         sqlx::query(
             "INSERT INTO rooms (room_id, joined, left_at, updated_at) VALUES ($1, 0, $2, $2) \
              ON CONFLICT (room_id) DO UPDATE SET joined = 0, left_at = excluded.left_at, updated_at = excluded.updated_at",

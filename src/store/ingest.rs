@@ -1,0 +1,219 @@
+//! The ingest writer: deliveries from the homeserver into `seen_deliveries` and the inbox, as many
+//! as are waiting in one database transaction (group commit: one commit, and on SQLite one fsync,
+//! for all of them), durable before each delivery is acknowledged (invariant 1).
+//!
+//! On SQLite the writer is a thread of its own with its own connection (rusqlite): the homeserver's
+//! requests never queue behind the dispatcher's statements on the pool's connection, each row is a
+//! cached prepared statement with no thread hand-off, and this connection alone runs
+//! `synchronous=FULL`, so an acknowledged delivery survives a power cut (its fsync of the WAL also
+//! covers the pool's earlier commits). The pool's transactions begin IMMEDIATE on SQLite
+//! ([`super::Store::begin`]) so the two writers only ever wait for each other, never fail.
+//! On PostgreSQL the writer is a task on the pool.
+
+use super::{DbKind, StoreError, Text, now_ms, storable};
+use sha2::{Digest, Sha256};
+use sqlx::{AnyPool, AssertSqlSafe, Connection};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// An event as it enters the inbox.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub room_id: String,
+    pub event_id: String,
+    /// The event's JSON, exactly as the homeserver sent it.
+    pub json: String,
+}
+
+/// One `ingest` call waiting for the writer.
+pub(super) struct IngestJob {
+    pub txn_id: String,
+    pub digest: String,
+    pub events: Vec<NewEvent>,
+    pub reply: oneshot::Sender<Result<bool, StoreError>>,
+}
+
+impl IngestJob {
+    pub fn new(txn_id: &str, events: Vec<NewEvent>, reply: oneshot::Sender<Result<bool, StoreError>>) -> Self {
+        Self { txn_id: txn_id.to_owned(), digest: delivery_digest(&events), events, reply }
+    }
+}
+
+/// What tells a retry from a reused txn id: SHA-256 over the events' ids, each length-prefixed (so
+/// no two lists of ids share a digest by concatenation). An event id names one event (in room
+/// versions 3 and later it is the event's hash), so a retry carries the same ids and a reused
+/// txn id after a homeserver restart carries others; hashing the ids alone instead of the whole
+/// JSON is a quarter of the bytes.
+fn delivery_digest(events: &[NewEvent]) -> String {
+    let mut hash = Sha256::new();
+    for e in events {
+        hash.update((e.event_id.len() as u64).to_le_bytes());
+        hash.update(e.event_id.as_bytes());
+    }
+    hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Bounds of one group commit.
+const GROUP_MAX_TXNS: usize = 64;
+const GROUP_MAX_EVENTS: usize = 10_000;
+/// How long the SQLite writer waits for the pool's connection to release the write lock.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+const BUSY_NAP: Duration = Duration::from_micros(200);
+
+/// The next group: the first job and as many as are waiting, within the bounds.
+fn group_after(first: IngestJob, queue: &mut mpsc::Receiver<IngestJob>) -> Vec<IngestJob> {
+    let mut events = first.events.len();
+    let mut group = vec![first];
+    while group.len() < GROUP_MAX_TXNS && events < GROUP_MAX_EVENTS {
+        let Ok(job) = queue.try_recv() else { break };
+        events += job.events.len();
+        group.push(job);
+    }
+    group
+}
+
+/// Tells each job of the group what became of it.
+fn answer(group: Vec<IngestJob>, result: Result<Vec<bool>, String>) {
+    match result {
+        Ok(new) => {
+            for (job, new) in group.into_iter().zip(new) {
+                let _ = job.reply.send(Ok(new));
+            }
+        }
+        Err(reason) => {
+            tracing::error!(error = %reason, txns = group.len(), "storing transactions failed");
+            for job in group {
+                let _ = job.reply.send(Err(StoreError::Write(reason.clone())));
+            }
+        }
+    }
+}
+
+/// Starts the writer for `kind`; it ends when every sender of `queue` is gone.
+pub(super) fn start(
+    pool: AnyPool,
+    kind: DbKind,
+    sqlite_path: Option<String>,
+    queue: mpsc::Receiver<IngestJob>,
+) -> Result<(), StoreError> {
+    match (kind, sqlite_path) {
+        (DbKind::Sqlite, Some(path)) => {
+            let conn = open_sqlite(&path).map_err(|e| StoreError::Write(format!("opening {path}: {e}")))?;
+            std::thread::Builder::new()
+                .name("ingest-writer".into())
+                .spawn(move || sqlite_writer(conn, queue))
+                .map_err(|e| StoreError::Write(format!("cannot start the ingest writer: {e}")))?;
+        }
+        _ => {
+            tokio::spawn(pool_writer(pool, queue));
+        }
+    }
+    Ok(())
+}
+
+fn open_sqlite(path: &str) -> Result<rusqlite::Connection, String> {
+    let setup = |conn: &rusqlite::Connection| -> rusqlite::Result<i64> {
+        // SQLite's own busy handler sleeps 1, 2, 5, 10, 15 … ms: a lock the pool's connection holds
+        // for 2 ms would cost a request 8. Short, even naps answer within a fraction of a millisecond.
+        conn.busy_handler(Some(|tries: i32| {
+            std::thread::sleep(BUSY_NAP);
+            u128::from(tries.unsigned_abs()) * BUSY_NAP.as_micros() < BUSY_TIMEOUT.as_micros()
+        }))?;
+        // Checkpoints (copying the WAL into the database file) are left to the pool's connection,
+        // which commits after every batch the dispatcher handles, so they stay off the path of the
+        // homeserver's requests; this one checkpoints only if the WAL grew ten times past that.
+        conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA wal_autocheckpoint = 10000;")?;
+        conn.query_row("PRAGMA synchronous", [], |row| row.get(0))
+    };
+    let conn = rusqlite::Connection::open(path).map_err(|e| e.to_string())?;
+    // What acknowledging rests on, read back rather than assumed (2 = FULL).
+    match setup(&conn) {
+        Ok(2) => Ok(conn),
+        Ok(level) => Err(format!("synchronous is {level}, not FULL")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn sqlite_writer(mut conn: rusqlite::Connection, mut queue: mpsc::Receiver<IngestJob>) {
+    while let Some(first) = queue.blocking_recv() {
+        let group = group_after(first, &mut queue);
+        let result = sqlite_group(&mut conn, &group).map_err(|e| e.to_string());
+        answer(group, result);
+    }
+}
+
+fn sqlite_group(conn: &mut rusqlite::Connection, group: &[IngestJob]) -> rusqlite::Result<Vec<bool>> {
+    let now = now_ms();
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let mut new = Vec::with_capacity(group.len());
+    {
+        let mut seen = tx.prepare_cached(
+            "INSERT INTO seen_deliveries (txn_id, digest, received_at) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (txn_id, digest) DO NOTHING",
+        )?;
+        // One row per statement: measured faster than many-row statements here (cached, no parse).
+        let mut insert =
+            tx.prepare_cached("INSERT INTO inbox (room_id, event_id, event, received_at) VALUES (?1, ?2, ?3, ?4)")?;
+        for job in group {
+            // A delivery seen before (even earlier in this group) changes nothing.
+            let inserted = seen.execute((storable(&job.txn_id), &job.digest, now))? == 1;
+            new.push(inserted);
+            if !inserted {
+                continue;
+            }
+            for e in &job.events {
+                insert.execute((storable(&e.room_id), storable(&e.event_id), &e.json, now))?;
+            }
+        }
+    }
+    tx.commit()?;
+    Ok(new)
+}
+
+/// Rows per INSERT: 4 parameters each stays far below PostgreSQL's limit.
+const INSERT_CHUNK: usize = 200;
+
+async fn pool_writer(pool: AnyPool, mut queue: mpsc::Receiver<IngestJob>) {
+    while let Some(first) = queue.recv().await {
+        let group = group_after(first, &mut queue);
+        let result = pool_group(&pool, &group).await.map_err(|e| e.to_string());
+        answer(group, result);
+    }
+}
+
+async fn pool_group(pool: &AnyPool, group: &[IngestJob]) -> Result<Vec<bool>, StoreError> {
+    let now = now_ms();
+    let mut conn = pool.acquire().await?;
+    let mut tx = conn.begin().await?;
+    let mut new = Vec::with_capacity(group.len());
+    for job in group {
+        let inserted = sqlx::query(
+            "INSERT INTO seen_deliveries (txn_id, digest, received_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (txn_id, digest) DO NOTHING",
+        )
+        .bind(Text(&job.txn_id))
+        .bind(&job.digest)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        new.push(inserted);
+        if !inserted {
+            continue;
+        }
+        for chunk in job.events.chunks(INSERT_CHUNK) {
+            let rows: Vec<String> = (0..chunk.len())
+                .map(|i| format!("(${}, ${}, ${}, ${})", i * 4 + 1, i * 4 + 2, i * 4 + 3, i * 4 + 4))
+                .collect();
+            let sql = format!("INSERT INTO inbox (room_id, event_id, event, received_at) VALUES {}", rows.join(","));
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for e in chunk {
+                q = q.bind(Text(&e.room_id)).bind(Text(&e.event_id)).bind(&e.json).bind(now);
+            }
+            q.execute(&mut *tx).await?;
+        }
+    }
+    tx.commit().await?;
+    Ok(new)
+}
