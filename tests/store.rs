@@ -166,6 +166,42 @@ async fn postgres_concurrent_ingest() {
     concurrent_ingest(Store::connect(&postgres().fresh_database().await).await.unwrap()).await;
 }
 
+/// The ingest writer has its own SQLite connection beside the pool's. A pool transaction that
+/// reads before it writes (storing a token reads the old one first) must wait for the ingest
+/// writer's commits, never fail: begun DEFERRED, its read snapshot goes stale when ingest commits
+/// in between and SQLite refuses the write at once ("database is locked").
+#[tokio::test]
+async fn sqlite_transactions_that_read_first_do_not_fail_beside_a_busy_ingest_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::connect(&format!("sqlite://{}/agent.db", dir.path().display())).await.unwrap();
+    let ingest = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut calls = tokio::task::JoinSet::new();
+            for i in 0..4000 {
+                let store = store.clone();
+                calls.spawn(async move {
+                    let events = (0..20).map(|j| ev("!busy", &format!("${i}-{j}"), "{\"body\":\"x\"}")).collect();
+                    store.ingest(&format!("busy{i}"), events).await.unwrap()
+                });
+            }
+            while let Some(new) = calls.join_next().await {
+                assert!(new.unwrap());
+            }
+        })
+    };
+    let mut rotations = 0;
+    while !ingest.is_finished() {
+        store.agent_token_store("coder", &format!("id{rotations}"), "hash", true).await.unwrap_or_else(|e| {
+            panic!("rotation {rotations} failed beside the ingest writer: {e}");
+        });
+        rotations += 1;
+    }
+    ingest.await.unwrap();
+    assert!(rotations >= 3, "the rotations ran while ingest wrote ({rotations})");
+    assert_eq!(store.inbox_len().await.unwrap(), 4000 * 20);
+}
+
 #[tokio::test]
 async fn sqlite_store_keeps_its_contract() {
     let dir = tempfile::tempdir().unwrap();
