@@ -145,6 +145,9 @@ render_configs() {
     --out "$C/conclave-agent/registration.yaml" >/dev/null || return 1
   # The operator's copy: made once, then theirs to edit.
   [ -f "$C/rooms.toml" ] || cp "$T/rooms.toml" "$C/rooms.toml"
+  # The page beside its service list, under the root nginx reads: the checkout (CONCLAVE_HOME)
+  # may be a directory nginx's user cannot enter (a home, a mktemp -d clone).
+  install -m 0644 "$CONCLAVE_HOME/dashboard/index.html" "$C/dashboard/index.html"
   write_services_json
   enabled PLANKA && write_planka_env
   enabled NEKO && write_neko_config
