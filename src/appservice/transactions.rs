@@ -1,7 +1,7 @@
 //! `PUT /_matrix/app/v1/transactions/{txnId}`: events from the homeserver into the durable inbox.
 
 use super::{ApiError, AppState, HomeserverAuth};
-use crate::store::NewEvent;
+use crate::store::{EventJson, NewEvent};
 use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::Request;
@@ -53,10 +53,11 @@ pub struct ParsedTransaction {
 /// `transaction_body` fuzz target (`fuzz/`). An error is a body that is not a transaction (the
 /// handler answers 400); an event without `room_id`/`event_id` is skipped with a warning, since
 /// one malformed event must not block the homeserver's queue.
-pub fn parse_transaction(body: &[u8]) -> Result<ParsedTransaction, serde_json::Error> {
+pub fn parse_transaction(body: impl Into<Bytes>) -> Result<ParsedTransaction, serde_json::Error> {
+    let body = body.into();
     // JSON is UTF-8 throughout (RFC 8259); serde_json checks only the strings it keeps, so a body
     // with invalid bytes in a part it skips (found by fuzzing: in an ephemeral event) would pass.
-    let text = std::str::from_utf8(body).map_err(serde::de::Error::custom)?;
+    let text = std::str::from_utf8(&body).map_err(serde::de::Error::custom)?;
     let txn: Transaction = serde_json::from_str(text)?;
     let ephemeral = txn.ephemeral.or(txn.ephemeral_unstable).map_or(0, |v| v.len());
     let mut events = Vec::with_capacity(txn.events.len());
@@ -65,7 +66,7 @@ pub fn parse_transaction(body: &[u8]) -> Result<ParsedTransaction, serde_json::E
             Ok(head) => events.push(NewEvent {
                 room_id: head.room_id.into_owned(),
                 event_id: head.event_id.into_owned(),
-                json: raw.get().to_owned(),
+                json: EventJson::slice_of(&body, raw.get()),
             }),
             Err(e) => tracing::warn!(error = %e, "skipping an event without room_id/event_id"),
         }
@@ -141,7 +142,7 @@ pub async fn put_transaction(
     body: Body,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let body = read_body(body, &headers, state.context.config.appservice.max_body_bytes).await?;
-    let ParsedTransaction { events, ephemeral } = parse_transaction(&body).map_err(|e| {
+    let ParsedTransaction { events, ephemeral } = parse_transaction(body).map_err(|e| {
         let errcode = if e.is_data() { "M_BAD_JSON" } else { "M_NOT_JSON" };
         ApiError::new(StatusCode::BAD_REQUEST, errcode, format!("invalid transaction: {e}"))
     })?;
@@ -177,10 +178,10 @@ mod tests {
             {"type":"m.room.message"},
             {"room_id":"!r:x","event_id":"$b"}
         ],"de.sorunome.msc2409.ephemeral":[{"type":"m.typing"}]}"#;
-        let parsed = parse_transaction(body).unwrap();
+        let parsed = parse_transaction(&body[..]).unwrap();
         let ids: Vec<_> = parsed.events.iter().map(|e| (e.room_id.as_str(), e.event_id.as_str())).collect();
         assert_eq!(ids, [("!r:x", "$a"), ("!r:x", "$b")]);
-        assert!(parsed.events[0].json.contains(r"\u0021r:x"), "the JSON is kept as sent");
+        assert!(parsed.events[0].json.text().unwrap().contains(r"\u0021r:x"), "the JSON is kept as sent");
         assert_eq!(parsed.ephemeral, 1);
     }
 

@@ -19,7 +19,7 @@ pub use agents::{AgentInboxRow, AgentProgressRow, StoredToken, TokenStored};
 pub use backfill::{Backfill, BackfillPage, HistoryMessage};
 pub use inbox::{DeadLetter, InboxItem};
 pub use index::{IndexJob, IndexOp, IndexWrite};
-pub use ingest::NewEvent;
+pub use ingest::{EventJson, NewEvent};
 pub use jobs::{CancelTarget, Job, JobState, NewJob};
 pub use prune::Cutoffs;
 pub use rooms::RoomNotice;
