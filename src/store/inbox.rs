@@ -42,8 +42,8 @@ impl Store {
     /// nothing) when the same delivery was seen before: a retry. The same txn id with other events
     /// is a new delivery (invariant 1).
     ///
-    /// Concurrent calls are written together by one writer task (group commit): one commit, and
-    /// on SQLite one fsync, for all of them.
+    /// Concurrent calls are written together by the ingest writer (group commit, `ingest.rs`): one
+    /// commit, and on SQLite one fsync, for all of them.
     pub async fn ingest(&self, txn_id: &str, events: Vec<NewEvent>) -> Result<bool, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.ingest_queue.send(IngestJob::new(txn_id, events, reply)).await.map_err(|_| StoreError::Closed)?;

@@ -10,7 +10,7 @@
 //! ([`super::Store::begin`]) so the two writers only ever wait for each other, never fail.
 //! On PostgreSQL the writer is a task on the pool.
 
-use super::{DbKind, StoreError, Text, now_ms, storable};
+use super::{StoreError, Text, now_ms, storable};
 use sha2::{Digest, Sha256};
 use sqlx::{AnyPool, AssertSqlSafe, Connection};
 use std::time::Duration;
@@ -50,10 +50,10 @@ impl From<&str> for EventJson {
 
 /// One `ingest` call waiting for the writer.
 pub(super) struct IngestJob {
-    pub txn_id: String,
-    pub digest: String,
-    pub events: Vec<NewEvent>,
-    pub reply: oneshot::Sender<Result<bool, StoreError>>,
+    txn_id: String,
+    digest: String,
+    events: Vec<NewEvent>,
+    reply: oneshot::Sender<Result<bool, StoreError>>,
 }
 
 impl IngestJob {
@@ -112,22 +112,22 @@ fn answer(group: Vec<IngestJob>, result: Result<Vec<bool>, String>) {
     }
 }
 
-/// Starts the writer for `kind`; it ends when every sender of `queue` is gone.
+/// Starts the writer: on the SQLite file at `sqlite_path`, else (PostgreSQL) on `pool`. It ends
+/// when every sender of `queue` is gone.
 pub(super) fn start(
     pool: AnyPool,
-    kind: DbKind,
     sqlite_path: Option<String>,
     queue: mpsc::Receiver<IngestJob>,
 ) -> Result<(), StoreError> {
-    match (kind, sqlite_path) {
-        (DbKind::Sqlite, Some(path)) => {
+    match sqlite_path {
+        Some(path) => {
             let conn = open_sqlite(&path).map_err(|e| StoreError::Write(format!("opening {path}: {e}")))?;
             std::thread::Builder::new()
                 .name("ingest-writer".into())
                 .spawn(move || sqlite_writer(conn, queue))
                 .map_err(|e| StoreError::Write(format!("cannot start the ingest writer: {e}")))?;
         }
-        _ => {
+        None => {
             tokio::spawn(pool_writer(pool, queue));
         }
     }

@@ -181,7 +181,7 @@ impl Store {
         let (ingest_queue, queue) = tokio::sync::mpsc::channel(INGEST_QUEUE);
         let store = Self { pool: pool.clone(), kind, ingest_queue, settings: Default::default() };
         store.migrate().await?;
-        ingest::start(pool, kind, sqlite_path, queue)?;
+        ingest::start(pool, sqlite_path, queue)?;
         Ok(store)
     }
 
