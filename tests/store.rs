@@ -172,34 +172,47 @@ async fn postgres_concurrent_ingest() {
 /// in between and SQLite refuses the write at once ("database is locked").
 #[tokio::test]
 async fn sqlite_transactions_that_read_first_do_not_fail_beside_a_busy_ingest_writer() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    const ROTATIONS: usize = 20;
     let dir = tempfile::tempdir().unwrap();
     let store = Store::connect(&format!("sqlite://{}/agent.db", dir.path().display())).await.unwrap();
+    // The writer is kept busy until every rotation is done, so each one runs beside it however
+    // fast or slow the machine is (a fixed amount of ingest finished first on a slow CI).
+    let stop = Arc::new(AtomicBool::new(false));
     let ingest = {
-        let store = store.clone();
+        let (store, stop) = (store.clone(), stop.clone());
         tokio::spawn(async move {
-            let mut calls = tokio::task::JoinSet::new();
-            for i in 0..4000 {
-                let store = store.clone();
-                calls.spawn(async move {
-                    let events = (0..20).map(|j| ev("!busy", &format!("${i}-{j}"), "{\"body\":\"x\"}")).collect();
-                    store.ingest(&format!("busy{i}"), events).await.unwrap()
-                });
+            let mut txns: i64 = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let mut calls = tokio::task::JoinSet::new();
+                for _ in 0..64 {
+                    let (store, i) = (store.clone(), txns);
+                    txns += 1;
+                    calls.spawn(async move {
+                        let events = (0..20).map(|j| ev("!busy", &format!("${i}-{j}"), "{\"body\":\"x\"}")).collect();
+                        store.ingest(&format!("busy{i}"), events).await.unwrap()
+                    });
+                }
+                while let Some(new) = calls.join_next().await {
+                    assert!(new.unwrap());
+                }
             }
-            while let Some(new) = calls.join_next().await {
-                assert!(new.unwrap());
-            }
+            txns
         })
     };
-    let mut rotations = 0;
-    while !ingest.is_finished() {
-        store.agent_token_store("coder", &format!("id{rotations}"), "hash", true).await.unwrap_or_else(|e| {
-            panic!("rotation {rotations} failed beside the ingest writer: {e}");
-        });
-        rotations += 1;
+    while store.inbox_len().await.unwrap() == 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
     }
-    ingest.await.unwrap();
-    assert!(rotations >= 3, "the rotations ran while ingest wrote ({rotations})");
-    assert_eq!(store.inbox_len().await.unwrap(), 4000 * 20);
+    for rotation in 0..ROTATIONS {
+        store.agent_token_store("coder", &format!("id{rotation}"), "hash", true).await.unwrap_or_else(|e| {
+            panic!("rotation {rotation} failed beside the ingest writer: {e}");
+        });
+        assert!(!ingest.is_finished(), "the writer stopped before rotation {rotation}");
+    }
+    stop.store(true, Ordering::Relaxed);
+    let txns = ingest.await.unwrap();
+    assert_eq!(store.inbox_len().await.unwrap(), txns * 20);
 }
 
 #[tokio::test]
