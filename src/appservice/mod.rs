@@ -11,7 +11,7 @@ mod transactions;
 
 pub use auth::HomeserverAuth;
 pub use error::ApiError;
-pub use transactions::{ParsedTransaction, parse_transaction};
+pub use transactions::{NotATransaction, ParsedTransaction, parse_transaction};
 
 use crate::context::Context;
 use crate::matrix::MatrixClient;

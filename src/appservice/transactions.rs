@@ -40,6 +40,25 @@ struct EventHead<'a> {
     event_id: Cow<'a, str>,
 }
 
+/// Why a body is refused: it is not JSON text (`M_NOT_JSON`: a syntax error, or bytes that are
+/// not UTF-8), or JSON of another shape than a transaction (`M_BAD_JSON`).
+#[derive(Debug, thiserror::Error)]
+pub enum NotATransaction {
+    #[error("not JSON: {0}")]
+    NotJson(String),
+    #[error("not a transaction: {0}")]
+    BadJson(String),
+}
+
+impl NotATransaction {
+    pub fn errcode(&self) -> &'static str {
+        match self {
+            Self::NotJson(_) => "M_NOT_JSON",
+            Self::BadJson(_) => "M_BAD_JSON",
+        }
+    }
+}
+
 /// A transaction body as the inbox takes it.
 #[derive(Debug)]
 pub struct ParsedTransaction {
@@ -53,12 +72,15 @@ pub struct ParsedTransaction {
 /// `transaction_body` fuzz target (`fuzz/`). An error is a body that is not a transaction (the
 /// handler answers 400); an event without `room_id`/`event_id` is skipped with a warning, since
 /// one malformed event must not block the homeserver's queue.
-pub fn parse_transaction(body: impl Into<Bytes>) -> Result<ParsedTransaction, serde_json::Error> {
+pub fn parse_transaction(body: impl Into<Bytes>) -> Result<ParsedTransaction, NotATransaction> {
     let body = body.into();
     // JSON is UTF-8 throughout (RFC 8259); serde_json checks only the strings it keeps, so a body
     // with invalid bytes in a part it skips (found by fuzzing: in an ephemeral event) would pass.
-    let text = std::str::from_utf8(&body).map_err(serde::de::Error::custom)?;
-    let txn: Transaction = serde_json::from_str(text)?;
+    let text = std::str::from_utf8(&body).map_err(|e| NotATransaction::NotJson(e.to_string()))?;
+    let txn: Transaction = serde_json::from_str(text).map_err(|e| match e.is_data() {
+        true => NotATransaction::BadJson(e.to_string()),
+        false => NotATransaction::NotJson(e.to_string()),
+    })?;
     let ephemeral = txn.ephemeral.or(txn.ephemeral_unstable).map_or(0, |v| v.len());
     let mut events = Vec::with_capacity(txn.events.len());
     for raw in &txn.events {
@@ -142,10 +164,8 @@ pub async fn put_transaction(
     body: Body,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let body = read_body(body, &headers, state.context.config.appservice.max_body_bytes).await?;
-    let ParsedTransaction { events, ephemeral } = parse_transaction(body).map_err(|e| {
-        let errcode = if e.is_data() { "M_BAD_JSON" } else { "M_NOT_JSON" };
-        ApiError::new(StatusCode::BAD_REQUEST, errcode, format!("invalid transaction: {e}"))
-    })?;
+    let ParsedTransaction { events, ephemeral } = parse_transaction(body)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.errcode(), format!("invalid transaction: {e}")))?;
     if events.is_empty() {
         tracing::debug!(ephemeral, "transaction without timeline events");
         return Ok(Json(serde_json::json!({})));
@@ -196,5 +216,7 @@ mod tests {
         ] {
             assert!(parse_transaction(body).is_err(), "{name}");
         }
+        let not_utf8 = parse_transaction(&b"{\"events\":[],\"x\":\"\xff\"}"[..]).unwrap_err();
+        assert_eq!(not_utf8.errcode(), "M_NOT_JSON", "bytes that are not UTF-8 are not JSON text");
     }
 }
