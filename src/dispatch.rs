@@ -15,7 +15,7 @@ use crate::backoff::Backoff;
 use crate::config::Retention;
 use crate::context::Context;
 use crate::events;
-use crate::store::{Cutoffs, InboxItem, Write, now_ms, today};
+use crate::store::{Cutoffs, InboxItem, StoreError, Write, now_ms, today};
 use futures_util::FutureExt;
 use std::collections::{HashMap, HashSet};
 use std::panic::AssertUnwindSafe;
@@ -163,11 +163,11 @@ struct Pending {
 }
 
 impl Pending {
-    /// Removes the handled events from the inbox with their writes; `false` when that failed
-    /// (they stay in the inbox and are handled again later).
-    async fn commit(&mut self, ctx: &Context) -> bool {
+    /// Removes the handled events from the inbox with their writes; on an error they stay in
+    /// the inbox and are handled again later (carefully, each committed alone).
+    async fn commit(&mut self, ctx: &Context) -> Result<(), StoreError> {
         if self.seqs.is_empty() {
-            return true;
+            return Ok(());
         }
         match ctx.store.inbox_done(&self.seqs, &self.writes).await {
             Ok(()) => {
@@ -175,11 +175,11 @@ impl Pending {
                     ctx.jobs_wake.notify_one();
                 }
                 *self = Self::default();
-                true
+                Ok(())
             }
             Err(e) => {
-                tracing::error!(error = %e, "cannot remove handled events from the inbox");
-                false
+                tracing::error!(error = %e, events = self.seqs.len(), "cannot remove handled events from the inbox");
+                Err(e)
             }
         }
     }
@@ -195,7 +195,7 @@ async fn handle_room(ctx: Arc<Context>, items: Vec<InboxItem>) {
         let counted = i == 0 || careful;
         let mut attempt = item.attempts + 1;
         if counted {
-            if !pending.commit(&ctx).await {
+            if pending.commit(&ctx).await.is_err() {
                 return;
             }
             match ctx.store.inbox_attempt(item.seq).await {
@@ -215,18 +215,23 @@ async fn handle_room(ctx: Arc<Context>, items: Vec<InboxItem>) {
                 pending.wakes_jobs |= outcome.writes.iter().any(|w| !matches!(w, Write::Index(_)));
                 pending.writes.extend(outcome.writes);
                 let commit_now = outcome.flush || careful || pending.seqs.len() >= COMMIT_EVERY;
-                if commit_now && !pending.commit(&ctx).await {
+                if commit_now && let Err(e) = pending.commit(&ctx).await {
+                    if careful {
+                        // Alone in its commit, the event's own writes failed: that was its try.
+                        pending = Pending::default();
+                        let reason = format!("its changes could not be stored: {e}");
+                        if attempt < max_attempts {
+                            retry_later(&ctx, item, attempt, false, &reason).await;
+                        } else {
+                            dead_letter(&ctx, &mut pending, item, &reason).await;
+                        }
+                    }
                     return;
                 }
             }
             Ok(Err(e)) if e.is_transient() && attempt < max_attempts => {
-                let delay = RETRY.delay_ms(attempt - 1);
-                tracing::warn!(event_id = %item.event_id, attempt, delay_ms = delay, error = %e, "event failed; will retry");
-                if !pending.commit(&ctx).await {
-                    return;
-                }
-                if let Err(e) = ctx.store.inbox_retry_at(item.seq, now_ms() + delay, !counted).await {
-                    tracing::error!(error = %e, "cannot schedule the retry");
+                if pending.commit(&ctx).await.is_ok() {
+                    retry_later(&ctx, item, attempt, !counted, &e.to_string()).await;
                 }
                 return;
             }
@@ -234,12 +239,23 @@ async fn handle_room(ctx: Arc<Context>, items: Vec<InboxItem>) {
             Err(_) => dead_letter(&ctx, &mut pending, item, "the handler panicked").await,
         }
     }
-    pending.commit(&ctx).await;
+    // An error is logged, and the events stay in the inbox for the next, careful, round.
+    let _ = pending.commit(&ctx).await;
+}
+
+/// Keeps a failed event (and its room after it) waiting for its back-off; `count` adds the try
+/// to its attempts when it was not counted before it started.
+async fn retry_later(ctx: &Context, item: &InboxItem, attempt: i64, count: bool, error: &str) {
+    let delay = RETRY.delay_ms(attempt - 1);
+    tracing::warn!(event_id = %item.event_id, attempt, delay_ms = delay, error, "event failed; will retry");
+    if let Err(e) = ctx.store.inbox_retry_at(item.seq, now_ms() + delay, count).await {
+        tracing::error!(error = %e, "cannot schedule the retry");
+    }
 }
 
 /// Sets an event that keeps failing aside, so its room goes on (in order, after what was handled).
 async fn dead_letter(ctx: &Context, pending: &mut Pending, item: &InboxItem, reason: &str) {
-    if !pending.commit(ctx).await {
+    if pending.commit(ctx).await.is_err() {
         return;
     }
     tracing::error!(event_id = %item.event_id, room_id = %item.room_id, reason, "giving up on an event");

@@ -207,3 +207,56 @@ async fn a_members_unreadable_messages_do_not_stop_the_room() {
     alice.wait_reply(&room, &agent.user_id(), &after).await;
     assert_eq!(alice.replies_to(&room, &agent.user_id(), &ping).await.len(), 1);
 }
+
+/// A fault in one event's writes (injected: a SQLite trigger refuses its index row) fails the
+/// commit of the batch it is in. Its neighbours are handled again, carefully, and stored once
+/// each; the faulty event alone waits its back-off and is set aside after `dispatch.max_attempts`
+/// with the reason; the reply sent before the failed commit is not sent twice.
+#[tokio::test]
+async fn a_fault_in_one_events_writes_sets_only_that_event_aside_with_its_reason() {
+    let env = vec![("CONCLAVE_DISPATCH__MAX_ATTEMPTS".to_owned(), "3".to_owned())];
+    let agent = Agent::start(synapse().slot(), Options { env, ..Options::default() }).await;
+    let alice = User::register("alice").await;
+    let room = alice.room_with(&agent.user_id()).await;
+    let first = alice.send_text(&room, "!ping").await;
+    alice.wait_reply(&room, &agent.user_id(), &first).await;
+    let db = rusqlite::Connection::open(agent.dir.join("agent.db")).unwrap();
+    db.execute_batch(
+        "CREATE TRIGGER injected_fault BEFORE INSERT ON index_jobs WHEN NEW.body LIKE '%poison%' \
+         BEGIN SELECT RAISE(ABORT, 'injected fault'); END;",
+    )
+    .unwrap();
+
+    let message = |id: &str, body: &str| {
+        json!({"type": "m.room.message", "room_id": room, "event_id": id, "sender": alice.user_id,
+               "origin_server_ts": 1_700_000_000_000u64, "content": {"msgtype": "m.text", "body": body}})
+    };
+    let events = json!({"events": [message("$fault-1", "one"), message("$fault-2", "two poison"),
+                                    message("$fault-3", "three"), message("$fault-ping", "!ping")]});
+    let r =
+        agent.as_homeserver(Method::PUT, "/_matrix/app/v1/transactions/fault-1").json(&events).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    common::wait_for("the faulty event to be set aside", std::time::Duration::from_secs(60), || async {
+        agent.log().contains("giving up on an event event_id=$fault-2").then_some(())
+    })
+    .await;
+    let pong = alice.wait_reply(&room, &agent.user_id(), "$fault-ping").await;
+    assert!(body(&pong).contains("pong"), "{pong}");
+    let after = alice.send_text(&room, "!ping").await;
+    alice.wait_reply(&room, &agent.user_id(), &after).await;
+    assert_eq!(alice.replies_to(&room, &agent.user_id(), "$fault-ping").await.len(), 1, "the ping answered once");
+
+    let store = Store::connect(&format!("sqlite://{}/agent.db", agent.dir.display())).await.unwrap();
+    let letters = store.dead_letters().await.unwrap();
+    assert_eq!(store.inbox_len().await.unwrap(), 0);
+    store.close().await;
+    assert_eq!(letters.iter().map(|d| d.event_id.as_str()).collect::<Vec<_>>(), ["$fault-2"], "{letters:?}");
+    assert!(
+        letters[0].error.contains("could not be stored") && letters[0].error.contains("injected fault"),
+        "{letters:?}"
+    );
+    let stored = |id: &str| -> i64 {
+        db.query_row("SELECT COUNT(*) FROM index_jobs WHERE event_id = ?1", [id], |row| row.get(0)).unwrap()
+    };
+    assert_eq!((stored("$fault-1"), stored("$fault-2"), stored("$fault-3")), (1, 0, 1), "the neighbours are kept");
+}
