@@ -624,34 +624,53 @@ async fn the_same_txn_posts_once() {
     assert_eq!(bodies, ["deployed", "line one\nline two"]);
 }
 
+/// A fake Planka with the agent's bot user, a project and a "Dev board" (lists "To do" and
+/// "Done"), the agent configured for it, pi's token and a room of pi's bound to the board.
+struct PlankaWorld {
+    w: World,
+    planka: FakePlanka,
+    project: String,
+    bot: String,
+    todo: String,
+    done: String,
+    pi: String,
+    room: String,
+}
+
+impl PlankaWorld {
+    async fn start(planka_extra: &str) -> Self {
+        let planka = FakePlanka::start().await;
+        let bot = planka.add_user("conclave-bot", "Conclave Agent", None, true);
+        let key = planka.add_api_key(&bot);
+        let project = planka.add_project("Conclave");
+        let board = planka.add_board(&project, "Dev board");
+        let todo = planka.add_list(&board, "To do", "active");
+        let done = planka.add_list(&board, "Done", "closed");
+        planka.add_board_member(&board, &bot);
+        let alice = User::register("alice").await;
+        let extra = format!(
+            "[planka]\nurl = \"{}\"\napi_key = \"{key}\"\n{planka_extra}\n[access]\nadmins = [\"{}\"]\n",
+            planka.url, alice.user_id
+        );
+        let agent =
+            Agent::start(synapse().slot(), Options { extra: format!("{AGENTS}{extra}"), ..Options::default() }).await;
+        let w = World { agent, alice };
+        let pi = w.token("pi").await;
+        let room = w.room_with_ghost("pi").await;
+        let bind = w.alice.send_text(&room, "!board bind \"Conclave/Dev board\"").await;
+        let reply = w.alice.wait_reply(&room, &w.agent.user_id(), &bind).await;
+        assert!(reply["content"]["body"].as_str().unwrap().contains("Bound"), "{reply}");
+        Self { w, planka, project, bot, todo, done, pi, room }
+    }
+}
+
 #[tokio::test]
 async fn tasks_are_cards_on_the_rooms_board_announced_by_the_ghost() {
-    let planka = FakePlanka::start().await;
-    let bot = planka.add_user("conclave-bot", "Conclave Agent", None, true);
-    let key = planka.add_api_key(&bot);
-    let project = planka.add_project("Conclave");
-    let board = planka.add_board(&project, "Dev board");
-    let todo = planka.add_list(&board, "To do", "active");
-    let done = planka.add_list(&board, "Done", "closed");
-    planka.add_board_member(&board, &bot);
+    let PlankaWorld { w, planka, project, bot, todo, done, pi, room } = PlankaWorld::start("").await;
     let elsewhere = planka.add_board(&project, "Secret board");
     let secret_list = planka.add_list(&elsewhere, "Backlog", "active");
     planka.add_board_member(&elsewhere, &bot);
     let secret_card = planka.add_card(&secret_list, "Not yours", 65536.0);
-
-    let alice = User::register("alice").await;
-    let extra = format!(
-        "[planka]\nurl = \"{}\"\napi_key = \"{key}\"\n[access]\nadmins = [\"{}\"]\n",
-        planka.url, alice.user_id
-    );
-    let agent =
-        Agent::start(synapse().slot(), Options { extra: format!("{AGENTS}{extra}"), ..Options::default() }).await;
-    let w = World { agent, alice };
-    let pi = w.token("pi").await;
-    let room = w.room_with_ghost("pi").await;
-    let bind = w.alice.send_text(&room, "!board bind \"Conclave/Dev board\"").await;
-    let reply = w.alice.wait_reply(&room, &w.agent.user_id(), &bind).await;
-    assert!(reply["content"]["body"].as_str().unwrap().contains("Bound"), "{reply}");
 
     let out =
         w.cli(&pi, &["task", "create", "--room", &room, "Add a --json flag", "--description", "asked in #dev"]).await;
@@ -683,6 +702,47 @@ async fn tasks_are_cards_on_the_rooms_board_announced_by_the_ghost() {
     let out = w.cli(&pi, &["task", "create", "--room", &unbound, "Nowhere"]).await;
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("no Planka board"), "{}", stderr(&out));
+}
+
+/// A coding agent's task writes with a `txn` are made once: Planka carries out the first try but
+/// its answer never comes (the agent's call times out, the client gives up), and the retry finds
+/// the card (or the comment) the first try made instead of making a second; a third try answers
+/// the same card again. Without a txn a retry would make a second card.
+#[tokio::test]
+async fn a_retried_task_write_with_its_txn_makes_no_second_card_or_comment() {
+    let PlankaWorld { w, planka, pi, room, .. } = PlankaWorld::start("timeout_secs = 2").await;
+    let post = |path: &str, body: Value| {
+        let request = reqwest::Client::new().post(format!("{}{path}", w.agent.url)).bearer_auth(&pi).json(&body);
+        async move {
+            let response = request.timeout(Duration::from_secs(5)).send().await.unwrap();
+            (response.status().as_u16(), response.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let task = json!({"room": room, "title": "Retry me", "txn": "card-1"});
+    planka.hold_answers(Some((Method::POST, "/cards")));
+    let (status, v) = post("/conclave/v1/tasks", task.clone()).await;
+    assert_eq!(status, 502, "the first try's Planka call timed out: {v}");
+    assert_eq!(planka.cards().iter().filter(|c| c["name"] == "Retry me").count(), 1, "Planka made the card");
+    planka.hold_answers(None);
+    let (status, first) = post("/conclave/v1/tasks", task.clone()).await;
+    assert_eq!(status, 200, "{first}");
+    let (status, again) = post("/conclave/v1/tasks", task).await;
+    assert_eq!((status, &again["card_id"], &again["event_id"]), (200, &first["card_id"], &first["event_id"]));
+    assert_eq!(planka.cards().iter().filter(|c| c["name"] == "Retry me").count(), 1, "no second card");
+
+    let card = first["card_id"].as_str().unwrap();
+    let comment = json!({"text": "halfway there", "txn": "comment-1"});
+    let path = format!("/conclave/v1/tasks/{card}/comments");
+    planka.hold_answers(Some((Method::POST, "/comments")));
+    let (status, v) = post(&path, comment.clone()).await;
+    assert_eq!(status, 502, "{v}");
+    planka.hold_answers(None);
+    for _ in 0..2 {
+        let (status, v) = post(&path, comment.clone()).await;
+        assert_eq!((status, v["card_id"].as_str()), (200, Some(card)), "{v}");
+    }
+    let posted = planka.comments().into_iter().filter(|c| c["text"].as_str().unwrap().contains("halfway there"));
+    assert_eq!(posted.count(), 1, "no second comment");
 }
 
 #[tokio::test]

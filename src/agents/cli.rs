@@ -111,12 +111,18 @@ pub enum TaskCommand {
         room: Option<String>,
         #[arg(long)]
         description: Option<String>,
+        /// Idempotency key: the same key again makes no second card and prints the same one
+        #[arg(long)]
+        txn: Option<String>,
         #[arg(required = true, num_args = 1..)]
         title: Vec<String>,
     },
     /// Comment on a card (its id or link).
     Comment {
         card: String,
+        /// Idempotency key: the same key again posts no second comment
+        #[arg(long)]
+        txn: Option<String>,
         #[arg(required = true, num_args = 1..)]
         text: Vec<String>,
     },
@@ -189,15 +195,18 @@ async fn execute(command: Command) -> Outcome {
         Command::Progress(ProgressCommand::Done { id, text }) => progress(&api, &id, Some(text), "done").await,
         Command::Progress(ProgressCommand::Fail { id, text }) => progress(&api, &id, Some(text), "failed").await,
         Command::Inbox { wait, all } => inbox(&api, wait, all).await,
-        Command::Task(TaskCommand::Create { room, description, title }) => {
+        Command::Task(TaskCommand::Create { room, description, txn, title }) => {
             let mut body = json!({ "room": required_room(room)?, "title": title.join(" ") });
             set_opt(&mut body, "description", description);
+            set_opt(&mut body, "txn", txn);
             let v = api.call(Method::POST, "/conclave/v1/tasks", Some(body)).await?;
             print_line(&v.to_string())
         }
-        Command::Task(TaskCommand::Comment { card, text }) => {
+        Command::Task(TaskCommand::Comment { card, txn, text }) => {
             let path = format!("/conclave/v1/tasks/{}/comments", segment(&card));
-            api.call(Method::POST, &path, Some(json!({ "text": text.join(" ") }))).await.map(drop)
+            let mut body = json!({ "text": text.join(" ") });
+            set_opt(&mut body, "txn", txn);
+            api.call(Method::POST, &path, Some(body)).await.map(drop)
         }
         Command::Task(TaskCommand::Move { card, list }) => {
             let path = format!("/conclave/v1/tasks/{}/move", segment(&card));

@@ -7,6 +7,7 @@ use super::{Agent, AgentError, rooms, send};
 use crate::context::Context;
 use crate::matrix::{markdown, txn_id_for};
 use crate::planka::Tasks;
+use crate::planka::replay::{self, Intent};
 use crate::planka::{Card, PlankaError};
 use crate::strings;
 
@@ -23,13 +24,15 @@ fn planka(ctx: &Context) -> Result<&Tasks, AgentError> {
     ctx.tasks.as_ref().ok_or_else(|| AgentError::NotFound("Planka is not configured on this agent ([planka])".into()))
 }
 
-/// `POST /conclave/v1/tasks`
+/// `POST /conclave/v1/tasks`. With a `txn`, a retry makes no second card (also when the first try
+/// was cut off between Planka's answer and ours): it finds the card and answers as the first did.
 pub async fn create(
     ctx: &Context,
     agent: &Agent,
     room: &str,
     title: &str,
     description: Option<&str>,
+    txn: Option<&str>,
 ) -> Result<Created, AgentError> {
     let title = title.trim();
     if title.is_empty() {
@@ -41,8 +44,23 @@ pub async fn create(
         AgentError::NotFound(format!("{room} has no Planka board: an admin binds one there with `!board bind`"))
     })?;
     let description = description.map(str::trim).filter(|d| !d.is_empty());
-    let card = tasks.client.create_card(&binding.list_id, title, description).await?;
-    tasks.touch(&card.id);
+    let key = txn.map(|txn| format!("card {txn}"));
+    let intent = key.as_deref().map(|key| Intent { scope: agent.user_id.as_str(), key });
+    let earlier = match intent {
+        Some(intent) => replay::card_made_before::<AgentError>(tasks, &ctx.store, intent, &binding.board_id, title).await?,
+        None => None,
+    };
+    let card = match earlier {
+        Some(card) => card,
+        None => {
+            let card = tasks.client.create_card(&binding.list_id, title, description).await?;
+            tasks.touch(&card.id);
+            if let Some(intent) = intent {
+                intent.done(&ctx.store, &card.id).await?;
+            }
+            card
+        }
+    };
     let url = tasks.client.card_url(&card.id);
     let reference = ctx.store.remember_card(room.as_str(), &card.id, None).await?;
     let content = markdown::content(&strings::card_created(reference, &card.name, &url), true);
@@ -52,15 +70,32 @@ pub async fn create(
     Ok(Created { card_id: card.id, url, event_id: event_id.to_string() })
 }
 
-/// `POST /conclave/v1/tasks/{card}/comments`
-pub async fn comment(ctx: &Context, agent: &Agent, card: &str, text: &str) -> Result<String, AgentError> {
+/// `POST /conclave/v1/tasks/{card}/comments`. With a `txn`, a retry posts no second comment.
+pub async fn comment(
+    ctx: &Context,
+    agent: &Agent,
+    card: &str,
+    text: &str,
+    txn: Option<&str>,
+) -> Result<String, AgentError> {
     if text.trim().is_empty() {
         return Err(AgentError::Invalid("text is empty".into()));
     }
     let tasks = planka(ctx)?;
     let card = reachable_card(ctx, tasks, agent, card).await?;
-    tasks.client.comment(&card.id, &strings::planka_comment(text, agent.user_id.as_str())).await?;
+    let text = strings::planka_comment(text, agent.user_id.as_str());
+    let key = txn.map(|txn| format!("comment {txn}"));
+    let intent = key.as_deref().map(|key| Intent { scope: agent.user_id.as_str(), key });
+    if let Some(intent) = intent
+        && replay::comment_made_before::<AgentError>(tasks, &ctx.store, intent, &card.id, &text).await?
+    {
+        return Ok(card.id);
+    }
+    let comment = tasks.client.comment(&card.id, &text).await?;
     tasks.touch(&card.id);
+    if let Some(intent) = intent {
+        intent.done(&ctx.store, &comment.id).await?;
+    }
     Ok(card.id)
 }
 

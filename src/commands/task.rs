@@ -6,6 +6,7 @@
 
 use crate::context::Context;
 use crate::handler::{self, HandleError};
+use crate::planka::replay::{self, Intent};
 use crate::planka::{BoardView, Card, List, ListKind, PlankaError, Tasks};
 use crate::store::{Binding, StoreError};
 use crate::strings;
@@ -85,7 +86,12 @@ async fn run_task(ctx: &Context, tasks: &Tasks, ev: &OriginalRoomMessageEvent, t
     match task {
         TaskCommand::Create { title } => {
             let trigger = ev.event_id.as_str();
-            let card = match card_made_before(ctx, tasks, &binding, room, trigger, title).await? {
+            let intent = Intent { scope: room, key: trigger };
+            let earlier = match ctx.store.card_by_trigger(room, trigger).await? {
+                Some(known) => Some(client.card(&known.card_id).await?),
+                None => replay::card_made_before::<Failure>(tasks, &ctx.store, intent, &binding.board_id, title).await?,
+            };
+            let card = match earlier {
                 Some(card) => card,
                 None => {
                     let description = match replied_to(ev) {
@@ -94,6 +100,7 @@ async fn run_task(ctx: &Context, tasks: &Tasks, ev: &OriginalRoomMessageEvent, t
                     };
                     let card = client.create_card(&binding.list_id, title, description.as_deref()).await?;
                     tasks.touch(&card.id);
+                    intent.done(&ctx.store, &card.id).await?;
                     card
                 }
             };
@@ -156,10 +163,10 @@ async fn run_task(ctx: &Context, tasks: &Tasks, ev: &OriginalRoomMessageEvent, t
         TaskCommand::Comment { card, text } => {
             let (card, reference) = resolve_card(ctx, tasks, ev, &binding, card.as_ref()).await?;
             let text = strings::planka_comment(text, ev.sender.as_str());
-            let trigger = ev.event_id.as_str();
-            if !comment_made_before(ctx, tasks, room, trigger, &card.id, &text).await? {
+            let intent = Intent { scope: room, key: ev.event_id.as_str() };
+            if !replay::comment_made_before::<Failure>(tasks, &ctx.store, intent, &card.id, &text).await? {
                 let comment = client.comment(&card.id, &text).await?;
-                ctx.store.planka_intent_done(room, trigger, &comment.id).await?;
+                intent.done(&ctx.store, &comment.id).await?;
             }
             tasks.touch(&card.id);
             Ok(Reply::about(&card, strings::card_commented(reference, &card.name)))
@@ -296,64 +303,6 @@ async fn resolve_card(
     }
     let reference = ctx.store.remember_card(room, &card.id, None).await?;
     Ok((card, reference))
-}
-
-/// The card an earlier try of this command made, so a replay does not make a second one. A try
-/// that finished remembered its card. But Planka's writes are not idempotent, and a crash can fall
-/// between Planka's answer and that record: so the intent is recorded before the write, and a
-/// replay that finds one looks for the card: by the agent, with this title, known to no room.
-async fn card_made_before(
-    ctx: &Context,
-    tasks: &Tasks,
-    binding: &Binding,
-    room: &str,
-    trigger: &str,
-    title: &str,
-) -> Outcome<Option<Card>> {
-    if let Some(known) = ctx.store.card_by_trigger(room, trigger).await? {
-        return Ok(Some(tasks.client.card(&known.card_id).await?));
-    }
-    if !ctx.store.planka_intent(room, trigger).await?.earlier {
-        return Ok(None);
-    }
-    let me = tasks.my_id().await?;
-    let board = tasks.client.board(&binding.board_id).await?;
-    // Newest last in Planka's order; a stray older namesake is less likely than the latest.
-    for card in board.cards.iter().rev().filter(|c| c.creator_user_id.as_deref() == Some(me) && c.name == title) {
-        if !ctx.store.card_known(&card.id).await? {
-            tracing::info!(card_id = %card.id, "a replayed command found the card its first try made");
-            return Ok(Some(card.clone()));
-        }
-    }
-    Ok(None)
-}
-
-/// Whether an earlier try of this command posted the comment already (see [`card_made_before`]):
-/// recorded, or found on the card (by the agent, this text, claimed by no other command).
-async fn comment_made_before(
-    ctx: &Context,
-    tasks: &Tasks,
-    room: &str,
-    trigger: &str,
-    card_id: &str,
-    text: &str,
-) -> Outcome<bool> {
-    let intent = ctx.store.planka_intent(room, trigger).await?;
-    if intent.result.is_some() {
-        return Ok(true);
-    }
-    if !intent.earlier {
-        return Ok(false);
-    }
-    let me = tasks.my_id().await?;
-    for comment in tasks.client.comments(card_id).await? {
-        if comment.user_id == me && comment.text == text && !ctx.store.planka_result_claimed(&comment.id).await? {
-            tracing::info!(comment_id = %comment.id, "a replayed command found the comment its first try posted");
-            ctx.store.planka_intent_done(room, trigger, &comment.id).await?;
-            return Ok(true);
-        }
-    }
-    Ok(false)
 }
 
 /// A list of the board by name, ignoring case; the refusal lists the names there are.

@@ -7,6 +7,7 @@
 
 mod error;
 mod model;
+pub mod replay;
 mod tasks;
 pub mod webhook;
 

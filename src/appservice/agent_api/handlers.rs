@@ -122,31 +122,38 @@ pub struct NewTask {
     title: String,
     #[serde(default)]
     description: Option<String>,
+    /// Makes a retry harmless: the same txn again is the same card.
+    #[serde(default)]
+    txn: Option<String>,
 }
 
-/// `POST /conclave/v1/tasks {room, title, description?}` → `{card_id, url, event_id}`
+/// `POST /conclave/v1/tasks {room, title, description?, txn?}` → `{card_id, url, event_id}`
 pub async fn task_create(
     State(state): State<AppState>,
     Caller(agent): Caller,
     JsonBody(task): JsonBody<NewTask>,
 ) -> Result<Json<tasks::Created>, ApiError> {
-    Ok(Json(tasks::create(&state.context, &agent, &task.room, &task.title, task.description.as_deref()).await?))
+    let (description, txn) = (task.description.as_deref(), task.txn.as_deref());
+    Ok(Json(tasks::create(&state.context, &agent, &task.room, &task.title, description, txn).await?))
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Comment {
     text: String,
+    /// Makes a retry harmless: the same txn again posts no second comment.
+    #[serde(default)]
+    txn: Option<String>,
 }
 
-/// `POST /conclave/v1/tasks/{card}/comments {text}` → `{card_id}`
+/// `POST /conclave/v1/tasks/{card}/comments {text, txn?}` → `{card_id}`
 pub async fn task_comment(
     State(state): State<AppState>,
     Caller(agent): Caller,
     Path(card): Path<String>,
     JsonBody(comment): JsonBody<Comment>,
 ) -> Result<Json<Value>, ApiError> {
-    let card_id = tasks::comment(&state.context, &agent, &card, &comment.text).await?;
+    let card_id = tasks::comment(&state.context, &agent, &card, &comment.text, comment.txn.as_deref()).await?;
     Ok(Json(json!({ "card_id": card_id })))
 }
 
