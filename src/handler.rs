@@ -2,6 +2,7 @@
 //! reply, with a txn id derived from the trigger, so a replay is deduplicated by the homeserver).
 
 use crate::context::Context;
+use crate::matrix::markdown::Md;
 use crate::matrix::{MatrixError, notice_reply, txn_id_for};
 use crate::store::StoreError;
 use ruma::events::room::message::OriginalRoomMessageEvent;
@@ -30,7 +31,7 @@ impl HandleError {
 }
 
 /// Sends the one reply to `trigger`, as the agent user.
-pub async fn reply_to(ctx: &Context, trigger: &OriginalRoomMessageEvent, markdown: &str) -> Result<(), HandleError> {
+pub async fn reply_to(ctx: &Context, trigger: &OriginalRoomMessageEvent, markdown: &Md) -> Result<(), HandleError> {
     reply(ctx, trigger, "reply", markdown).await.map(drop)
 }
 
@@ -40,7 +41,7 @@ pub async fn reply(
     ctx: &Context,
     trigger: &OriginalRoomMessageEvent,
     purpose: &str,
-    markdown: &str,
+    markdown: &Md,
 ) -> Result<OwnedEventId, HandleError> {
     let txn = txn_id_for(trigger.event_id.as_str(), purpose);
     Ok(ctx
@@ -50,7 +51,7 @@ pub async fn reply(
 }
 
 /// A notice to the whole room (not a reply); `purpose` keys its txn id to the room.
-pub async fn room_notice(ctx: &Context, room: &RoomId, purpose: &str, markdown: &str) -> Result<(), HandleError> {
+pub async fn room_notice(ctx: &Context, room: &RoomId, purpose: &str, markdown: &Md) -> Result<(), HandleError> {
     let txn = txn_id_for(room.as_str(), purpose);
     let content = crate::matrix::notice(markdown);
     ctx.matrix.send_message(ctx.namespace.sender(), room, &txn, &content).await?;

@@ -5,6 +5,7 @@
 //! coalesced). Edits are cosmetic (clients show the latest), so a failed intermediate edit is only
 //! logged.
 
+use crate::matrix::markdown::Md;
 use crate::matrix::{MatrixClient, MatrixError, txn_id_for};
 use ruma::events::Mentions;
 use ruma::events::room::message::RoomMessageEventContent;
@@ -26,7 +27,7 @@ pub struct Poster {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Update {
-    text: String,
+    text: Md,
     last: bool,
     /// The last update keeps to the interval too.
     paced: bool,
@@ -47,11 +48,11 @@ impl Progress {
         poster: Poster,
         txn: &TransactionId,
         first: &RoomMessageEventContent,
-        first_text: &str,
+        first_text: &Md,
         interval: Duration,
     ) -> Result<Self, MatrixError> {
         let event_id = poster.matrix.send_message(&poster.user, &poster.room, txn, first).await?;
-        Ok(Self::spawn(poster, event_id, Some(first_text.to_owned()), interval))
+        Ok(Self::spawn(poster, event_id, Some(first_text.clone()), interval))
     }
 
     /// Takes over a message posted earlier (before a restart); it changes with the next update.
@@ -59,7 +60,7 @@ impl Progress {
         Self::spawn(poster, event_id, None, interval)
     }
 
-    fn spawn(poster: Poster, event_id: OwnedEventId, shown: Option<String>, interval: Duration) -> Self {
+    fn spawn(poster: Poster, event_id: OwnedEventId, shown: Option<Md>, interval: Duration) -> Self {
         let initial = Update { text: shown.clone().unwrap_or_default(), last: false, paced: false };
         let (updates, rx) = watch::channel(initial);
         let editor = tokio::spawn(edit_loop(poster, event_id.clone(), shown, rx, interval));
@@ -71,8 +72,7 @@ impl Progress {
     }
 
     /// Shows `text` soon: at once if the last edit is an interval old, else when it is.
-    pub fn update(&self, text: impl Into<String>) {
-        let text = text.into();
+    pub fn update(&self, text: Md) {
         self.updates.send_if_modified(|u| {
             let changed = u.text != text;
             u.text = text;
@@ -81,14 +81,14 @@ impl Progress {
     }
 
     /// Shows `text` as the message's last state, at once, and returns once it landed.
-    pub async fn finish(self, text: impl Into<String>) -> Result<OwnedEventId, MatrixError> {
-        self.end(Update { text: text.into(), last: true, paced: false }).await
+    pub async fn finish(self, text: Md) -> Result<OwnedEventId, MatrixError> {
+        self.end(Update { text, last: true, paced: false }).await
     }
 
     /// Like [`Progress::finish`], but the last edit too keeps to the interval (for progress that
     /// promises at most one edit per interval, the coding agents').
-    pub async fn finish_paced(self, text: impl Into<String>) -> Result<OwnedEventId, MatrixError> {
-        self.end(Update { text: text.into(), last: true, paced: true }).await
+    pub async fn finish_paced(self, text: Md) -> Result<OwnedEventId, MatrixError> {
+        self.end(Update { text, last: true, paced: true }).await
     }
 
     async fn end(self, update: Update) -> Result<OwnedEventId, MatrixError> {
@@ -111,7 +111,7 @@ async fn until_unpaced_last(rx: &mut watch::Receiver<Update>) {
 async fn edit_loop(
     poster: Poster,
     event_id: OwnedEventId,
-    mut shown: Option<String>,
+    mut shown: Option<Md>,
     mut rx: watch::Receiver<Update>,
     interval: Duration,
 ) -> Result<(), MatrixError> {
@@ -141,7 +141,7 @@ async fn edit_loop(
         {
             tokio::time::sleep_until(at + interval).await;
         }
-        if shown.as_deref() != Some(update.text.as_str()) {
+        if shown.as_ref() != Some(&update.text) {
             edits += 1;
             let txn = txn_id_for(event_id.as_str(), &format!("edit-{nonce:x}-{edits}"));
             let sent = poster
@@ -167,6 +167,7 @@ async fn edit_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::matrix::markdown::md;
     use crate::secret::Secret;
     use ruma::events::room::message::RoomMessageEventContent;
     use std::sync::{Arc, Mutex};
@@ -206,14 +207,14 @@ mod tests {
         let interval = Duration::from_millis(200);
         let txn = txn_id_for("$t", "p");
         let first = RoomMessageEventContent::notice_plain("0");
-        let progress = Progress::start(poster, &txn, &first, "0", interval).await.unwrap();
+        let progress = Progress::start(poster, &txn, &first, &Md::lit("0"), interval).await.unwrap();
         let started = std::time::Instant::now();
         for i in 1..=50 {
-            progress.update(i.to_string());
+            progress.update(md!("{}", i));
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let before_finish = std::time::Instant::now();
-        progress.finish("done").await.unwrap();
+        progress.finish(Md::lit("done")).await.unwrap();
         let finished = std::time::Instant::now();
 
         let sent = sent.lock().unwrap().clone();
@@ -241,10 +242,10 @@ mod tests {
         };
         let interval = Duration::from_millis(300);
         let first = RoomMessageEventContent::notice_plain("0");
-        let progress = Progress::start(poster, &txn_id_for("$t", "p"), &first, "0", interval).await.unwrap();
-        progress.update("1");
+        let progress = Progress::start(poster, &txn_id_for("$t", "p"), &first, &Md::lit("0"), interval).await.unwrap();
+        progress.update(Md::lit("1"));
         tokio::time::sleep(interval + Duration::from_millis(50)).await; // "1" has gone out
-        progress.finish_paced("done").await.unwrap();
+        progress.finish_paced(Md::lit("done")).await.unwrap();
         let sent = sent.lock().unwrap().clone();
         let (one, done) = (&sent[1], &sent[2]);
         assert_eq!((new_text(&one.1), new_text(&done.1)), ("1", "done"));
@@ -262,8 +263,8 @@ mod tests {
         };
         let earlier = ruma::event_id!("$earlier").to_owned();
         let progress = Progress::resume(poster, earlier, Duration::from_millis(100));
-        progress.update("again");
-        progress.finish("again, done").await.unwrap();
+        progress.update(Md::lit("again"));
+        progress.finish(Md::lit("again, done")).await.unwrap();
         let sent = sent.lock().unwrap().clone();
         assert!(sent.iter().all(|(_, v)| v["m.relates_to"]["event_id"] == "$earlier"), "only edits of it");
         assert_eq!(new_text(&sent.last().unwrap().1), "again, done");

@@ -355,7 +355,8 @@ async fn matrix_client_calls_work_against_synapse() {
     let again = client.send_message(&me, room, &txn, &content).await.unwrap();
     assert_eq!(first, again);
 
-    client.edit_message(&me, room, &txn_id_for("$trigger", "edit"), &first, "hello *again*", None).await.unwrap();
+    let edited = conclave_agent::matrix::markdown::Md::lit("hello *again*");
+    client.edit_message(&me, room, &txn_id_for("$trigger", "edit"), &first, &edited, None).await.unwrap();
     client.typing(&me, room, Some(Duration::from_secs(5))).await.unwrap();
     client.typing(&me, room, None).await.unwrap();
 

@@ -5,7 +5,8 @@
 
 use super::{Agent, AgentError, rooms, send};
 use crate::context::Context;
-use crate::matrix::{markdown, txn_id_for};
+use crate::matrix::markdown::{self, Md, md};
+use crate::matrix::txn_id_for;
 use crate::progress::{Poster, Progress};
 use crate::store::AgentProgressRow;
 use ruma::events::relation::Thread;
@@ -48,17 +49,18 @@ impl State {
     }
 }
 
-/// What the message shows (Markdown; the agent's words have their raw HTML escaped).
-fn render(title: &str, state: State, text: &str) -> String {
-    let mark = match state {
+/// What the message shows: the coding agent's title and text are its own Markdown (rendered with
+/// their raw HTML as text).
+fn render(title: &str, state: State, text: &str) -> Md {
+    let mark = Md::lit(match state {
         State::Running => "⏳",
         State::Done => "✅",
         State::Failed => "❌",
-    };
-    let title = title.trim();
+    });
+    let title = Md::untrusted_markdown(title.trim());
     match text.trim() {
-        "" => format!("{mark} **{title}**"),
-        text => format!("{mark} **{title}**\n\n{text}"),
+        "" => md!("{} **{}**", mark, title),
+        text => md!("{} **{}**\n\n{}", mark, title, Md::untrusted_markdown(text)),
     }
 }
 
@@ -159,7 +161,7 @@ pub async fn update(
     Ok(Shown { id: id.to_owned(), event_id: row.event_id, state })
 }
 
-async fn finish(ctx: &Context, id: &str, progress: Progress, text: String) -> Result<(), AgentError> {
+async fn finish(ctx: &Context, id: &str, progress: Progress, text: Md) -> Result<(), AgentError> {
     progress.finish_paced(text).await.map_err(AgentError::matrix("showing the final progress"))?;
     ctx.store.agent_progress_finished(id).await?;
     Ok(())
@@ -212,8 +214,8 @@ mod tests {
 
     #[test]
     fn the_message_shows_state_title_and_text() {
-        assert_eq!(render("Build", State::Running, ""), "⏳ **Build**");
-        assert_eq!(render(" Build ", State::Done, "all green\n"), "✅ **Build**\n\nall green");
+        assert_eq!(render("Build", State::Running, "").as_str(), "⏳ **Build**");
+        assert_eq!(render(" Build ", State::Done, "all green\n").as_str(), "✅ **Build**\n\nall green");
         assert!(render("Build", State::Failed, "x").starts_with("❌"));
         assert_eq!(State::parse("done"), State::Done);
         assert_eq!(serde_json::to_value(State::Failed).unwrap(), "failed");

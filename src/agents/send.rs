@@ -45,7 +45,9 @@ pub async fn post(ctx: &Context, agent: &Agent, post: &Post) -> Result<OwnedEven
     {
         return EventId::parse(event_id).map_err(|e| AgentError::Invalid(format!("stored event id: {e}")));
     }
-    let mut content = markdown::content(&post.text, post.notice);
+    // The coding agent's own Markdown.
+    let text = markdown::Md::untrusted_markdown(post.text.as_str());
+    let mut content = markdown::content(&text, post.notice);
     let (relation, mentions) =
         relation(ctx, agent, &room, event_param("thread", &post.thread)?, event_param("reply_to", &post.reply_to)?)
             .await?;

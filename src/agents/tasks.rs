@@ -47,7 +47,9 @@ pub async fn create(
     let key = txn.map(|txn| format!("card {txn}"));
     let intent = key.as_deref().map(|key| Intent { scope: agent.user_id.as_str(), key });
     let earlier = match intent {
-        Some(intent) => replay::card_made_before::<AgentError>(tasks, &ctx.store, intent, &binding.board_id, title).await?,
+        Some(intent) => {
+            replay::card_made_before::<AgentError>(tasks, &ctx.store, intent, &binding.board_id, title).await?
+        }
         None => None,
     };
     let card = match earlier {

@@ -12,6 +12,7 @@ pub use trigger::{addressed, strip_address};
 use crate::context::Context;
 use crate::handler::{self, HandleError};
 use crate::jobs::{JobEnd, Kind, RunningJob};
+use crate::matrix::markdown::Md;
 use crate::store::Write;
 use crate::strings;
 use ruma::events::room::message::OriginalRoomMessageEvent;
@@ -43,11 +44,11 @@ pub async fn request(
 /// Streams the room's model's answer to `messages` into the room as the job's result (for
 /// features that build their own context, such as `!browse`).
 pub async fn answer_with(ctx: &Context, job: &RunningJob, messages: &[crate::llm::Message]) -> JobEnd {
-    answer_noting(ctx, job, messages, "").await
+    answer_noting(ctx, job, messages, &Md::default()).await
 }
 
 /// [`answer_with`], with `note` shown under the answer.
-async fn answer_noting(ctx: &Context, job: &RunningJob, messages: &[crate::llm::Message], note: &str) -> JobEnd {
+async fn answer_noting(ctx: &Context, job: &RunningJob, messages: &[crate::llm::Message], note: &Md) -> JobEnd {
     let result = async {
         let settings = ctx.store.room_settings(job.trigger.room_id.as_str()).await?;
         let model = settings.model.as_deref().unwrap_or(&ctx.config.llm.chat_model);
@@ -72,7 +73,7 @@ pub async fn run_job(ctx: &Context, job: &RunningJob) -> JobEnd {
     };
     match messages.await {
         Ok(built) => {
-            let note = if built.question_cut { strings::question_cut() } else { String::new() };
+            let note = if built.question_cut { strings::question_cut() } else { Md::default() };
             answer_noting(ctx, job, &built.messages, &note).await
         }
         Err(e) => Err(e).into(),

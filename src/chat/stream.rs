@@ -10,6 +10,7 @@ use crate::context::Context;
 use crate::handler::HandleError;
 use crate::jobs::{JobEnd, RunningJob};
 use crate::llm::{Delta, DeltaStream, LlmClient, LlmError, Message, Usage};
+use crate::matrix::markdown::{Md, md};
 use crate::matrix::{notice_reply, txn_id_for};
 use crate::progress::{Poster, Progress};
 use crate::store::{IndexWrite, now_ms};
@@ -36,7 +37,7 @@ pub async fn answer(
     job: &RunningJob,
     messages: &[Message],
     model: &str,
-    note: &str,
+    note: &Md,
 ) -> Result<JobEnd, HandleError> {
     let me = ctx.namespace.sender();
     let room = &job.trigger.room_id;
@@ -52,7 +53,7 @@ async fn answer_from_servers(
     job: &RunningJob,
     messages: &[Message],
     model: &str,
-    note: &str,
+    note: &Md,
 ) -> Result<JobEnd, HandleError> {
     let primary = (&ctx.llm, model, None);
     let fallback = ctx.fallback.as_ref().map(|f| (&f.client, f.model.as_str(), Some(f.model.as_str())));
@@ -113,12 +114,15 @@ async fn stream_to_room(
     messages: &[Message],
     model: &str,
     fallback_model: Option<&str>,
-    note: &str,
+    note: &Md,
     mut stream: DeltaStream,
 ) -> Result<Attempt, HandleError> {
     let trigger = &job.trigger;
     let interval = Duration::from_millis(ctx.config.llm.edit_interval_ms);
-    let footer = format!("{note}{}", fallback_model.map(strings::answered_by_fallback).unwrap_or_default());
+    let mut footer = note.clone();
+    if let Some(model) = fallback_model {
+        footer.push(&strings::answered_by_fallback(model));
+    }
     let poster = Poster {
         matrix: ctx.matrix.clone(),
         user: ctx.namespace.sender().to_owned(),
@@ -146,7 +150,7 @@ async fn stream_to_room(
                 if text.trim().is_empty() {
                     continue;
                 }
-                let visible = format!("{}{footer}", text.trim());
+                let visible = shown_answer(&text, &footer);
                 match &shown {
                     Some(progress) => progress.update(visible),
                     None => shown = Some(first_message(ctx, job, poster.clone(), &visible, interval).await?),
@@ -171,15 +175,16 @@ async fn stream_to_room(
             }
         };
     };
-    let mut last = text.trim().to_owned();
-    if cancelled {
-        last.push_str(&strings::answer_cancelled());
-    } else if let Some(e) = &failure {
-        tracing::warn!(error = %e, "answer stream broke off");
-        last.push_str(&strings::answer_cut(&e.public()));
-    }
-    last.push_str(&footer);
-    let first = progress.finish(last).await?;
+    let mut notes = match &failure {
+        _ if cancelled => strings::answer_cancelled(),
+        Some(e) => {
+            tracing::warn!(error = %e, "answer stream broke off");
+            strings::answer_cut(&e.public())
+        }
+        None => Md::default(),
+    };
+    notes.push(&footer);
+    let first = progress.finish(shown_answer(&text, &notes)).await?;
     record_usage(ctx, trigger, model, messages, &text, usage).await;
     if cancelled {
         return Ok(Attempt::Cancelled);
@@ -190,18 +195,24 @@ async fn stream_to_room(
     Ok(Attempt::Answered)
 }
 
+/// What the room sees of an answer: the model's Markdown (the one place model output becomes
+/// [`Md`]: it may format, while its raw HTML shows as text), then our notes under it.
+fn shown_answer(answer: &str, notes: &Md) -> Md {
+    md!("{}{}", Md::untrusted_markdown(answer.trim()), notes)
+}
+
 /// The answer's message: the one an earlier run of this job posted (after a crash), else a new
 /// reply to the trigger, remembered with the job at once.
 async fn first_message(
     ctx: &Context,
     job: &RunningJob,
     poster: Poster,
-    text: &str,
+    text: &Md,
     interval: Duration,
 ) -> Result<Progress, HandleError> {
     if let Some(earlier) = job.result_event() {
         let progress = Progress::resume(poster, earlier, interval);
-        progress.update(text);
+        progress.update(text.clone());
         return Ok(progress);
     }
     let txn = txn_id_for(job.trigger.event_id.as_str(), "answer");
@@ -257,7 +268,7 @@ pub async fn send_reply(
     ctx: &Context,
     trigger: &OriginalRoomMessageEvent,
     purpose: &str,
-    text: &str,
+    text: &Md,
 ) -> Result<(), HandleError> {
     crate::handler::reply(ctx, trigger, purpose, text).await.map(drop)
 }

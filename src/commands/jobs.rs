@@ -3,12 +3,13 @@
 
 use crate::context::Context;
 use crate::handler::HandleError;
+use crate::matrix::markdown::Md;
 use crate::store::{CancelTarget, Job, JobState, Write, now_ms};
 use crate::strings::{self, JobLine};
 use ruma::events::room::message::{OriginalRoomMessageEvent, Relation};
 
 /// The reply to `!jobs`: this room's queued and running jobs, oldest first.
-pub async fn list(ctx: &Context, ev: &OriginalRoomMessageEvent) -> Result<String, HandleError> {
+pub async fn list(ctx: &Context, ev: &OriginalRoomMessageEvent) -> Result<Md, HandleError> {
     let jobs = ctx.store.jobs_in_room(ev.room_id.as_str()).await?;
     let now = now_ms();
     let mut waiting = 0;
@@ -34,7 +35,7 @@ pub async fn list(ctx: &Context, ev: &OriginalRoomMessageEvent) -> Result<String
 /// The reply to `!cancel`, and the cancel to write: the job of the message replied to (a job's
 /// request, status or result), else the asker's latest job here. People cancel their own jobs;
 /// admins anyone's.
-pub async fn cancel(ctx: &Context, ev: &OriginalRoomMessageEvent) -> Result<(String, Option<Write>), HandleError> {
+pub async fn cancel(ctx: &Context, ev: &OriginalRoomMessageEvent) -> Result<(Md, Option<Write>), HandleError> {
     let room = ev.room_id.as_str();
     let job = match replied_to(ev) {
         Some(target) => match ctx.store.job_by_event(room, target).await? {

@@ -2,12 +2,13 @@
 
 use crate::context::Context;
 use crate::handler::HandleError;
+use crate::matrix::markdown::Md;
 use crate::store::{RoomSettings, UsageTotals, today};
 use crate::strings;
 use crate::syntax::PromptChange;
 use ruma::events::room::message::OriginalRoomMessageEvent;
 
-pub async fn model(ctx: &Context, ev: &OriginalRoomMessageEvent, name: Option<&str>) -> Result<String, HandleError> {
+pub async fn model(ctx: &Context, ev: &OriginalRoomMessageEvent, name: Option<&str>) -> Result<Md, HandleError> {
     let mut settings = ctx.store.room_settings(ev.room_id.as_str()).await?;
     let default = ctx.config.llm.chat_model.as_str();
     let Some(name) = name else {
@@ -35,11 +36,7 @@ pub async fn model(ctx: &Context, ev: &OriginalRoomMessageEvent, name: Option<&s
     }
 }
 
-pub async fn prompt(
-    ctx: &Context,
-    ev: &OriginalRoomMessageEvent,
-    change: &PromptChange,
-) -> Result<String, HandleError> {
+pub async fn prompt(ctx: &Context, ev: &OriginalRoomMessageEvent, change: &PromptChange) -> Result<Md, HandleError> {
     let mut settings: RoomSettings = ctx.store.room_settings(ev.room_id.as_str()).await?;
     if *change == PromptChange::Show {
         return Ok(match &settings.prompt {
@@ -64,7 +61,7 @@ pub async fn prompt(
     Ok(reply)
 }
 
-pub async fn usage(ctx: &Context, ev: &OriginalRoomMessageEvent) -> Result<String, HandleError> {
+pub async fn usage(ctx: &Context, ev: &OriginalRoomMessageEvent) -> Result<Md, HandleError> {
     let row = |u: UsageTotals| (u.requests, u.prompt_tokens, u.completion_tokens);
     let (room, user) = (ev.room_id.as_str(), ev.sender.as_str());
     let today = today();

@@ -11,6 +11,7 @@ pub mod task;
 use crate::context::Context;
 use crate::handler::{self, HandleError};
 use crate::jobs::{JobEnd, Kind, RunningJob};
+use crate::matrix::markdown::Md;
 use crate::store::Write;
 use crate::strings;
 use crate::syntax::{self, Command, IndexChange};
@@ -68,7 +69,7 @@ pub struct Invocation {
 
 /// The reply text for a command whose answer needs no backend; the others run in their modules
 /// (`llm` here, `chat` for `Ask`).
-pub fn execute(command: &Command, invocation: &Invocation) -> String {
+pub fn execute(command: &Command, invocation: &Invocation) -> Md {
     match command {
         Command::Ask { .. }
         | Command::Browse { .. }

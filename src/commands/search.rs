@@ -9,6 +9,7 @@ use crate::backfill;
 use crate::context::Context;
 use crate::handler::HandleError;
 use crate::matrix::MatrixError;
+use crate::matrix::markdown::Md;
 use crate::rag::indexer::truncate;
 use crate::rag::{Hit, RagError, Scope};
 use crate::strings;
@@ -37,7 +38,7 @@ const NAMES_DEADLINE: Duration = Duration::from_secs(2);
 const ROOM_NAME_CHARS: usize = 60;
 
 /// The reply to `!search`: the results from this room, or why there are none.
-pub async fn run(ctx: &Context, ev: &OriginalRoomMessageEvent, query: &str) -> String {
+pub async fn run(ctx: &Context, ev: &OriginalRoomMessageEvent, query: &str) -> Md {
     // Only what the asker may read of the room's history (invariant 4).
     let scope = match visibility::seen_room(&ctx.matrix, ctx.namespace.sender(), &ev.room_id, &ev.sender).await {
         Ok(seen) => Scope::Seen(seen.into_iter().collect()),
@@ -55,7 +56,7 @@ pub async fn run(ctx: &Context, ev: &OriginalRoomMessageEvent, query: &str) -> S
 
 /// The reply to `!search --all`: results from the rooms the asker and the agent are both joined
 /// to. Fails closed: a room whose membership the homeserver does not confirm is not searched.
-pub async fn run_all(ctx: &Context, ev: &OriginalRoomMessageEvent, query: &str) -> Result<String, HandleError> {
+pub async fn run_all(ctx: &Context, ev: &OriginalRoomMessageEvent, query: &str) -> Result<Md, HandleError> {
     let (candidates, not_considered) = candidates(ctx.store.joined_rooms().await?, &ev.room_id);
     let (me, asker) = (ctx.namespace.sender(), &ev.sender);
     let seen = |room: OwnedRoomId| async move { visibility::seen_room(&ctx.matrix, me, &room, asker).await };
@@ -82,7 +83,7 @@ pub async fn run_all(ctx: &Context, ev: &OriginalRoomMessageEvent, query: &str) 
     })
 }
 
-fn search_failed(e: &RagError) -> String {
+fn search_failed(e: &RagError) -> Md {
     tracing::warn!(error = %e, "search failed");
     strings::search_failed(&e.public())
 }
@@ -169,7 +170,7 @@ async fn room_names(ctx: &Context, hits: &[Hit]) -> HashMap<String, String> {
 }
 
 /// The reply to `!index`: switching and backfilling are for admins; anyone may see the status.
-pub async fn index(ctx: &Context, ev: &OriginalRoomMessageEvent, change: IndexChange) -> Result<String, HandleError> {
+pub async fn index(ctx: &Context, ev: &OriginalRoomMessageEvent, change: IndexChange) -> Result<Md, HandleError> {
     let room = ev.room_id.as_str();
     if change == IndexChange::Status {
         return status(ctx, ev).await;
@@ -192,7 +193,7 @@ pub async fn index(ctx: &Context, ev: &OriginalRoomMessageEvent, change: IndexCh
     Ok(strings::index_switched(on))
 }
 
-async fn status(ctx: &Context, ev: &OriginalRoomMessageEvent) -> Result<String, HandleError> {
+async fn status(ctx: &Context, ev: &OriginalRoomMessageEvent) -> Result<Md, HandleError> {
     let room = ev.room_id.as_str();
     let stored = ctx.rag.chroma.count_in(&Scope::Room(room.to_owned())).await.map_err(|e| {
         tracing::warn!(error = %e, "cannot count the room's records");
@@ -208,7 +209,7 @@ async fn status(ctx: &Context, ev: &OriginalRoomMessageEvent) -> Result<String, 
 }
 
 /// Starts reading the room's history again from the newest event, unless a backfill is running.
-async fn backfill(ctx: &Context, ev: &OriginalRoomMessageEvent) -> Result<String, HandleError> {
+async fn backfill(ctx: &Context, ev: &OriginalRoomMessageEvent) -> Result<Md, HandleError> {
     Ok(match backfill::request(&ctx.store, &ctx.config, ev.room_id.as_str(), None).await? {
         backfill::Request::IndexingOff => strings::backfill_needs_indexing(),
         backfill::Request::Running(running) => strings::backfill_running(&running),

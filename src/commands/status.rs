@@ -3,11 +3,12 @@
 
 use crate::context::Context;
 use crate::handler::HandleError;
+use crate::matrix::markdown::Md;
 use crate::probe::{self, Database, Targets};
 use crate::strings::{self, Queues};
 use ruma::events::room::message::OriginalRoomMessageEvent;
 
-pub async fn run(ctx: &Context, ev: &OriginalRoomMessageEvent) -> Result<String, HandleError> {
+pub async fn run(ctx: &Context, ev: &OriginalRoomMessageEvent) -> Result<Md, HandleError> {
     let targets = Targets {
         config: &ctx.config,
         matrix: &ctx.matrix,

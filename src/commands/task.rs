@@ -6,6 +6,7 @@
 
 use crate::context::Context;
 use crate::handler::{self, HandleError};
+use crate::matrix::markdown::Md;
 use crate::planka::replay::{self, Intent};
 use crate::planka::{BoardView, Card, List, ListKind, PlankaError, Tasks};
 use crate::store::{Binding, StoreError};
@@ -21,12 +22,12 @@ const LIST_ONE_LIMIT: usize = 50;
 
 /// What a command answers, and the card the answer is about (so replies to it can name it).
 struct Reply {
-    text: String,
+    text: Md,
     card: Option<String>,
 }
 
 impl Reply {
-    fn about(card: &Card, text: String) -> Self {
+    fn about(card: &Card, text: Md) -> Self {
         Self { text, card: Some(card.id.clone()) }
     }
 }
@@ -36,7 +37,7 @@ enum Failure {
     /// Planka failed; the reply names it and the cause.
     Planka(PlankaError),
     /// The command cannot be done as asked; the reply says why and what to do.
-    Refused(String),
+    Refused(Md),
     /// The store or the homeserver failed: worth retrying the whole event.
     Handle(HandleError),
 }
@@ -89,7 +90,9 @@ async fn run_task(ctx: &Context, tasks: &Tasks, ev: &OriginalRoomMessageEvent, t
             let intent = Intent { scope: room, key: trigger };
             let earlier = match ctx.store.card_by_trigger(room, trigger).await? {
                 Some(known) => Some(client.card(&known.card_id).await?),
-                None => replay::card_made_before::<Failure>(tasks, &ctx.store, intent, &binding.board_id, title).await?,
+                None => {
+                    replay::card_made_before::<Failure>(tasks, &ctx.store, intent, &binding.board_id, title).await?
+                }
             };
             let card = match earlier {
                 Some(card) => card,
@@ -272,9 +275,9 @@ async fn resolve_card(
     card: Option<&CardRef>,
 ) -> Outcome<(Card, i64)> {
     let room = ev.room_id.as_str();
-    let unknown = |wanted: String| async move {
-        let recent: Vec<String> = match ctx.store.recent_cards(room, 5).await {
-            Ok(cards) => cards.iter().map(|c| format!("`#{}`", c.ref_no)).collect(),
+    let unknown = |wanted: Md| async move {
+        let recent: Vec<i64> = match ctx.store.recent_cards(room, 5).await {
+            Ok(cards) => cards.iter().map(|c| c.ref_no).collect(),
             Err(e) => return Failure::from(e),
         };
         Failure::Refused(strings::card_unknown(&wanted, &recent))
@@ -282,7 +285,7 @@ async fn resolve_card(
     let card_id = match card {
         Some(CardRef::Short(n)) => match ctx.store.card_by_ref(room, *n).await? {
             Some(known) => known.card_id,
-            None => return Err(unknown(format!("`#{n}`")).await),
+            None => return Err(unknown(strings::card_ref(*n)).await),
         },
         Some(CardRef::Id(id)) => id.clone(),
         None => {
@@ -295,7 +298,7 @@ async fn resolve_card(
     };
     let card = match tasks.client.card(&card_id).await {
         Ok(card) => card,
-        Err(PlankaError::NotFound { .. }) => return Err(unknown(crate::matrix::markdown::code(&card_id)).await),
+        Err(PlankaError::NotFound { .. }) => return Err(unknown(Md::code(&card_id)).await),
         Err(e) => return Err(e.into()),
     };
     if card.board_id != binding.board_id {

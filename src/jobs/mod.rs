@@ -15,6 +15,7 @@ pub use scheduler::{Runner, run};
 
 use crate::context::Context;
 use crate::handler::{self, HandleError};
+use crate::matrix::markdown::Md;
 use crate::matrix::{notice_reply, txn_id_for};
 use crate::progress::{Poster, Progress};
 use crate::store::{Job, NewJob, Write};
@@ -125,7 +126,7 @@ impl RunningJob {
     }
 
     /// Shows `text` in the job's status message (posting it the first time).
-    pub async fn show_status(&self, ctx: &Context, text: &str) {
+    pub async fn show_status(&self, ctx: &Context, text: &Md) {
         self.status.lock().await.show(ctx, &self.job, &self.trigger, text).await;
     }
 }
@@ -161,13 +162,13 @@ impl Status {
 
     /// Shows `text`: posts the message the first time (a notice replying to the trigger, with a
     /// txn id derived from it), edits it later. Failures are logged: a status is a courtesy.
-    pub(crate) async fn show(&mut self, ctx: &Context, job: &Job, trigger: &OriginalRoomMessageEvent, text: &str) {
+    pub(crate) async fn show(&mut self, ctx: &Context, job: &Job, trigger: &OriginalRoomMessageEvent, text: &Md) {
         if let Some(progress) = &self.progress {
-            return progress.update(text);
+            return progress.update(text.clone());
         }
         if let Some(earlier) = self.earlier.take() {
             let progress = Progress::resume(Self::poster(ctx, trigger), earlier, Self::interval(ctx));
-            progress.update(text);
+            progress.update(text.clone());
             self.progress = Some(progress);
             return;
         }
@@ -185,12 +186,12 @@ impl Status {
     }
 
     /// Ends the status message (if there is one) with `text`.
-    pub(crate) async fn finish(&mut self, ctx: &Context, trigger: &OriginalRoomMessageEvent, text: &str) {
+    pub(crate) async fn finish(&mut self, ctx: &Context, trigger: &OriginalRoomMessageEvent, text: &Md) {
         if let Some(earlier) = self.earlier.take() {
             self.progress = Some(Progress::resume(Self::poster(ctx, trigger), earlier, Self::interval(ctx)));
         }
         if let Some(progress) = self.progress.take()
-            && let Err(e) = progress.finish(text).await
+            && let Err(e) = progress.finish(text.clone()).await
         {
             tracing::warn!(error = %e, "cannot show the job's last state");
         }

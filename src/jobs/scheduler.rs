@@ -7,6 +7,7 @@ use super::{JobEnd, Kind, RunningJob, Status};
 use crate::backoff::Backoff;
 use crate::context::Context;
 use crate::handler;
+use crate::matrix::markdown::Md;
 use crate::store::{Job, JobState, now_ms};
 use crate::strings;
 use futures_util::FutureExt;
@@ -52,7 +53,7 @@ struct Running {
 /// A job that waits, with its status message and what it shows now.
 struct Waiting {
     status: Arc<Mutex<Status>>,
-    shown: String,
+    shown: Md,
 }
 
 struct Scheduler {
@@ -189,7 +190,7 @@ impl Scheduler {
         let waiting = self
             .waiting
             .entry(job.id)
-            .or_insert_with(|| Waiting { status: Arc::new(Mutex::new(Status::of(job))), shown: String::new() });
+            .or_insert_with(|| Waiting { status: Arc::new(Mutex::new(Status::of(job))), shown: Md::default() });
         if waiting.shown != text {
             waiting.status.lock().await.show(&self.ctx, job, &trigger, &text).await;
             waiting.shown = text;
@@ -300,7 +301,7 @@ impl Scheduler {
                     tracing::error!(job = job.id, error = %e, "cannot queue the job again");
                 }
                 drop(status);
-                self.waiting.insert(job.id, Waiting { status: r.status.clone(), shown: String::new() });
+                self.waiting.insert(job.id, Waiting { status: r.status.clone(), shown: Md::default() });
             }
         }
     }
@@ -337,7 +338,7 @@ impl Scheduler {
 
 /// Says `text` where the job's users will see it: its status message, else a reply to the trigger
 /// (the trigger's one visible outcome).
-async fn tell(ctx: &Context, trigger: &OriginalRoomMessageEvent, status: &mut Status, text: &str) {
+async fn tell(ctx: &Context, trigger: &OriginalRoomMessageEvent, status: &mut Status, text: &Md) {
     if status.exists() {
         status.finish(ctx, trigger, text).await;
     } else if let Err(e) = handler::reply(ctx, trigger, "job-failed", text).await {

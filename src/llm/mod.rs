@@ -41,9 +41,7 @@ impl LlmError {
         match self {
             Self::Unreachable { .. } => "the model server cannot be reached".into(),
             Self::Timeout { secs, .. } => format!("the model server did not answer within {secs} s"),
-            Self::ModelNotFound { model, .. } => {
-                format!("the model {} does not exist on the model server", crate::matrix::markdown::code(model))
-            }
+            Self::ModelNotFound { model, .. } => format!("the model “{model}” does not exist on the model server"),
             Self::Api { status, .. } => format!("the model server answered with an error (HTTP {status})"),
             Self::Broken { .. } => "the answer stream from the model server broke off".into(),
         }

@@ -1,8 +1,8 @@
-//! Message contents the agent sends: Markdown rendered to `formatted_body` (always by
-//! [`super::markdown`], which shows raw HTML as text: invariant 11), replies that stay in the
-//! trigger's thread, and edits.
+//! Message contents the agent sends: [`Md`] (so outside text in them was escaped or marked as
+//! someone else's Markdown) rendered to `formatted_body` by [`super::markdown`], which shows raw
+//! HTML as text (invariant 11); replies that stay in the trigger's thread, and edits.
 
-use super::markdown;
+use super::markdown::{self, Md};
 use ruma::EventId;
 use ruma::events::Mentions;
 use ruma::events::room::message::{
@@ -11,12 +11,12 @@ use ruma::events::room::message::{
 
 /// A notice replying to `trigger` (in its thread, if it is threaded), mentioning its sender.
 /// Notices are what bots send, and what other bots ignore.
-pub fn notice_reply(md: &str, trigger: &OriginalRoomMessageEvent) -> RoomMessageEventContent {
+pub fn notice_reply(md: &Md, trigger: &OriginalRoomMessageEvent) -> RoomMessageEventContent {
     markdown::content(md, true).make_reply_to(trigger, ForwardThread::Yes, AddMentions::Yes)
 }
 
 /// Like [`notice_reply`], as plain text (`m.text`), for conversational answers.
-pub fn text_reply(md: &str, trigger: &OriginalRoomMessageEvent) -> RoomMessageEventContent {
+pub fn text_reply(md: &Md, trigger: &OriginalRoomMessageEvent) -> RoomMessageEventContent {
     markdown::content(md, false).make_reply_to(trigger, ForwardThread::Yes, AddMentions::Yes)
 }
 
@@ -27,13 +27,13 @@ pub fn permalink(room: &str, event: &str, via: &str) -> String {
 }
 
 /// A notice to the whole room.
-pub fn notice(md: &str) -> RoomMessageEventContent {
+pub fn notice(md: &Md) -> RoomMessageEventContent {
     markdown::content(md, true)
 }
 
 /// An `m.replace` edit of `target` with new Markdown text; `mentions` are the original's, kept
 /// in the new content (and not notified again).
-pub fn edit_content(target: &EventId, md: &str, mentions: Option<Mentions>) -> RoomMessageEventContent {
+pub fn edit_content(target: &EventId, md: &Md, mentions: Option<Mentions>) -> RoomMessageEventContent {
     let mut new = markdown::content(md, true);
     if let Some(mentions) = &mentions {
         new = new.add_mentions(mentions.clone());
@@ -65,7 +65,7 @@ mod tests {
     #[test]
     fn reply_renders_markdown_and_points_at_the_trigger() {
         let t = trigger(json!({"msgtype": "m.text", "body": "!ping"}));
-        let v = serde_json::to_value(notice_reply("**pong**", &t)).unwrap();
+        let v = serde_json::to_value(notice_reply(&Md::lit("**pong**"), &t)).unwrap();
         assert_eq!(v["msgtype"], "m.notice");
         assert_eq!(v["format"], "org.matrix.custom.html");
         assert!(v["formatted_body"].as_str().unwrap().contains("<strong>pong</strong>"));
@@ -81,7 +81,7 @@ mod tests {
             "m.relates_to": {"rel_type": "m.thread", "event_id": "$root",
                              "is_falling_back": true, "m.in_reply_to": {"event_id": "$root"}},
         }));
-        let v = serde_json::to_value(notice_reply("pong", &t)).unwrap();
+        let v = serde_json::to_value(notice_reply(&Md::lit("pong"), &t)).unwrap();
         assert_eq!(v["m.relates_to"]["rel_type"], "m.thread");
         assert_eq!(v["m.relates_to"]["event_id"], "$root");
         // Shown in the thread; clients without threads show it as a reply to the trigger.
@@ -91,12 +91,17 @@ mod tests {
     #[test]
     fn edits_carry_new_content_and_a_star_body() {
         let target = <&EventId>::try_from("$orig").unwrap();
-        let v = serde_json::to_value(edit_content(target, "new *text*", None)).unwrap();
+        let v = serde_json::to_value(edit_content(target, &Md::lit("new *text*"), None)).unwrap();
         assert_eq!(v["m.relates_to"]["rel_type"], "m.replace");
         assert_eq!(v["m.relates_to"]["event_id"], "$orig");
         assert_eq!(v["m.new_content"]["body"], "new *text*");
         assert!(v["body"].as_str().unwrap().starts_with("* "));
-        let v = serde_json::to_value(edit_content(target, "**x** <img src=\"mxc://evil/y\">", None)).unwrap();
+        let v = serde_json::to_value(edit_content(
+            target,
+            &Md::untrusted_markdown("**x** <img src=\"mxc://evil/y\">"),
+            None,
+        ))
+        .unwrap();
         let html = v["m.new_content"]["formatted_body"].as_str().unwrap();
         assert!(html.contains("<strong>x</strong>") && !html.contains("<img"), "{html}");
     }
@@ -105,7 +110,8 @@ mod tests {
     fn an_edit_keeps_the_originals_mentions_in_its_new_content() {
         let target = <&EventId>::try_from("$orig").unwrap();
         let alice = ruma::user_id!("@alice:x.y").to_owned();
-        let v = serde_json::to_value(edit_content(target, "more", Some(Mentions::with_user_ids([alice])))).unwrap();
+        let v = serde_json::to_value(edit_content(target, &Md::lit("more"), Some(Mentions::with_user_ids([alice]))))
+            .unwrap();
         assert_eq!(v["m.new_content"]["m.mentions"]["user_ids"][0], "@alice:x.y", "{v}");
         assert!(v["m.mentions"].get("user_ids").is_none_or(|u| u.as_array().unwrap().is_empty()), "no new ping: {v}");
         assert!(v.get("formatted_body").is_none(), "a plain edit has no empty HTML fallback: {v}");
@@ -115,8 +121,11 @@ mod tests {
     #[test]
     fn replies_show_raw_html_as_text() {
         let t = trigger(json!({"msgtype": "m.text", "body": "!ping"}));
-        let v = serde_json::to_value(notice_reply("**ok** <img src=\"mxc://evil/x\"> <font color=red>x</font>", &t))
-            .unwrap();
+        let v = serde_json::to_value(notice_reply(
+            &Md::untrusted_markdown("**ok** <img src=\"mxc://evil/x\"> <font color=red>x</font>"),
+            &t,
+        ))
+        .unwrap();
         let html = v["formatted_body"].as_str().unwrap();
         assert!(html.contains("<strong>ok</strong>") && !html.contains("<img") && !html.contains("<font"), "{html}");
         assert!(html.contains("&lt;img"), "{html}");

@@ -345,7 +345,7 @@ impl MatrixClient {
         room: &RoomId,
         txn_id: &TransactionId,
         target: &EventId,
-        new_markdown: &str,
+        new_markdown: &markdown::Md,
         mentions: Option<&ruma::events::Mentions>,
     ) -> Result<OwnedEventId, MatrixError> {
         self.send_message(user, room, txn_id, &edit_content(target, new_markdown, mentions.cloned())).await

@@ -4,6 +4,7 @@
 
 pub mod task;
 
+use crate::matrix::markdown::Md;
 use crate::strings;
 pub use task::{BoardCommand, TaskCommand};
 
@@ -56,7 +57,7 @@ pub enum Command {
     },
     /// A known command used wrongly; `reason` says how.
     Invalid {
-        reason: String,
+        reason: Md,
     },
 }
 

@@ -2,6 +2,7 @@
 //! Planka call. `commands::task` executes it.
 
 use super::Command;
+use crate::matrix::markdown::Md;
 use crate::strings;
 
 /// Card titles longer than this are refused rather than cut.
@@ -66,7 +67,7 @@ impl CardRef {
 
 /// `!task …`; `text` is everything after the name, as written.
 pub fn task(text: &str) -> Command {
-    let invalid = |reason: String| Command::Invalid { reason };
+    let invalid = |reason: Md| Command::Invalid { reason };
     let (sub, rest) = split_first(text);
     let (card, after_card) = {
         let (first, remainder) = split_first(rest);
@@ -133,7 +134,7 @@ fn split_first(text: &str) -> (&str, &str) {
 }
 
 /// Words, where `"double quoted"` text is one word (board and list names may contain spaces).
-fn words(text: &str) -> Result<Vec<String>, String> {
+fn words(text: &str) -> Result<Vec<String>, Md> {
     let mut out = Vec::new();
     let mut chars = text.trim().chars().peekable();
     while let Some(&c) = chars.peek() {
@@ -174,7 +175,7 @@ mod tests {
         Some(Command::Board(c))
     }
 
-    fn inv(reason: String) -> Option<Command> {
+    fn inv(reason: Md) -> Option<Command> {
         Some(Command::Invalid { reason })
     }
 
