@@ -260,3 +260,32 @@ async fn a_fault_in_one_events_writes_sets_only_that_event_aside_with_its_reason
     };
     assert_eq!((stored("$fault-1"), stored("$fault-2"), stored("$fault-3")), (1, 0, 1), "the neighbours are kept");
 }
+
+/// Text an admin or a member gives the agent comes back as text: a prompt holding HTML, a link,
+/// emphasis and `@room` is shown by `!prompt` with none of them live, and so is an unknown
+/// command's name (issue 18 point 2).
+#[tokio::test]
+async fn admin_and_member_text_the_agent_shows_back_is_text() {
+    let alice = User::register("alice").await;
+    let extra = format!("[access]\nadmins = [\"{}\"]\n", alice.user_id);
+    let agent = Agent::start(synapse().slot(), Options { extra, ..Options::default() }).await;
+    let room = alice.room_with(&agent.user_id()).await;
+    let hostile = "<img src=x onerror=alert(1)> [click](https://evil.example) **loud** @room";
+    let say = |text: String| {
+        let (alice, room, agent_id) = (&alice, &room, agent.user_id());
+        async move {
+            let event = alice.send_text(room, &text).await;
+            alice.wait_reply(room, &agent_id, &event).await["content"].clone()
+        }
+    };
+    assert!(say(format!("!prompt {hostile}")).await["body"].as_str().unwrap().contains("Saved"));
+    for shown in [say("!prompt".to_owned()).await, say("!x<img_src=x>[a](https://evil.example)".to_owned()).await] {
+        let html = shown["formatted_body"].as_str().unwrap_or_default();
+        for live in ["<img", "<a ", "<strong>", "<em>"] {
+            assert!(!html.contains(live), "{live} in {html}");
+        }
+        let body = shown["body"].as_str().unwrap();
+        assert!(!body.contains("@room"), "a live @room: {body}");
+        assert!(shown.get("m.mentions").is_none_or(|m| m.get("room").is_none()), "{shown}");
+    }
+}
