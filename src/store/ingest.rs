@@ -142,10 +142,12 @@ fn open_sqlite(path: &str) -> Result<rusqlite::Connection, String> {
             std::thread::sleep(BUSY_NAP);
             u128::from(tries.unsigned_abs()) * BUSY_NAP.as_micros() < BUSY_TIMEOUT.as_micros()
         }))?;
-        // Checkpoints (copying the WAL into the database file) are left to the pool's connection,
-        // which commits after every batch the dispatcher handles, so they stay off the path of the
-        // homeserver's requests; this one checkpoints only if the WAL grew ten times past that.
-        conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA wal_autocheckpoint = 10000;")?;
+        // Checkpoints (copying the WAL into the database file) are mostly left to the pool's
+        // connection, which commits after every batch the dispatcher handles, off the path of the
+        // homeserver's requests; this one checkpoints when the WAL grew three times past that.
+        // Measured (benches/wrk.rs, 16 connections): at 10,000 pages the same events/s with p99
+        // 30 ms and a 60-70 MiB WAL, at 3,000 p99 14 ms and 35 MiB; at 1,000 fewer events/s.
+        conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA wal_autocheckpoint = 3000;")?;
         conn.query_row("PRAGMA synchronous", [], |row| row.get(0))
     };
     let conn = rusqlite::Connection::open(path).map_err(|e| e.to_string())?;
