@@ -635,8 +635,7 @@ async fn a_failing_head_holds_its_room_in_order_and_a_dead_letter_lets_it_go_on(
     assert!(body(&reply).contains("!ping"), "the help came after the head was set aside: {reply}");
     sentinel(&alice, &room, &agent).await;
     assert!(alice.replies_to(&room, &agent.user_id(), &head).await.is_empty(), "the set-aside head has no reply");
-    let store =
-        conclave_agent::store::Store::connect(&format!("sqlite://{}/agent.db", agent.dir.display())).await.unwrap();
+    let store = agent.store().await;
     let letters = store.dead_letters().await.unwrap();
     store.close().await;
     assert_eq!(letters.iter().map(|d| d.event_id.as_str()).collect::<Vec<_>>(), [head.as_str()]);

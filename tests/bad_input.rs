@@ -11,7 +11,6 @@ use common::agent::{Agent, Options};
 use common::client::User;
 use common::postgres::postgres;
 use common::synapse::synapse;
-use conclave_agent::store::Store;
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -78,8 +77,7 @@ fn cases() -> Vec<(Case, String)> {
 
 /// Sends every case with a `!ping` beside it and checks the promise of the module's doc.
 async fn hostile_events_beside_a_ping(database_url: Option<String>) {
-    let agent =
-        Agent::start(synapse().slot(), Options { database_url: database_url.clone(), ..Options::default() }).await;
+    let agent = Agent::start(synapse().slot(), Options { database_url, ..Options::default() }).await;
     let alice = User::register("alice").await;
     let room = alice.room_with(&agent.user_id()).await;
     for (n, (case, event)) in cases().into_iter().enumerate() {
@@ -111,8 +109,7 @@ async fn hostile_events_beside_a_ping(database_url: Option<String>) {
         let pongs = alice.replies_to(&room, &agent.user_id(), &ping).await;
         assert_eq!(pongs.len(), 1, "{}: the ping answered once: {pongs:?}", case.name);
     }
-    let url = database_url.unwrap_or_else(|| format!("sqlite://{}/agent.db", agent.dir.display()));
-    let store = Store::connect(&url).await.unwrap();
+    let store = agent.store().await;
     let letters = store.dead_letters().await.unwrap();
     assert_eq!(store.inbox_len().await.unwrap(), 0);
     store.close().await;
@@ -246,7 +243,7 @@ async fn a_fault_in_one_events_writes_sets_only_that_event_aside_with_its_reason
     alice.wait_reply(&room, &agent.user_id(), &after).await;
     assert_eq!(alice.replies_to(&room, &agent.user_id(), "$fault-ping").await.len(), 1, "the ping answered once");
 
-    let store = Store::connect(&format!("sqlite://{}/agent.db", agent.dir.display())).await.unwrap();
+    let store = agent.store().await;
     let letters = store.dead_letters().await.unwrap();
     assert_eq!(store.inbox_len().await.unwrap(), 0);
     store.close().await;

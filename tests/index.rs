@@ -524,11 +524,6 @@ async fn search_all_covers_only_the_rooms_the_asker_is_joined_to() {
     assert!(!body.contains(&build_msg) && !body.contains(&vault_msg), "{body}");
 }
 
-/// The agent's own store, opened beside it (SQLite in WAL mode takes a second reader).
-async fn agent_store(agent: &Agent) -> Store {
-    Store::connect(&format!("sqlite://{}/agent.db", agent.dir.display())).await.unwrap()
-}
-
 #[tokio::test]
 async fn a_kill_after_chroma_stored_a_batch_but_before_the_queue_knew_loses_and_doubles_nothing() {
     let direct = chroma().config("crash_index");
@@ -554,7 +549,7 @@ async fn a_kill_after_chroma_stored_a_batch_but_before_the_queue_knew_loses_and_
     })
     .await;
     w.agent.kill9();
-    let store = agent_store(&w.agent).await;
+    let store = w.agent.store().await;
     let waiting = store.index_backlog(Some(&w.room)).await.unwrap();
     store.close().await;
     assert!(waiting > 0, "the premise: the queue still holds what Chroma stored");
@@ -585,7 +580,7 @@ async fn a_kill_in_the_middle_of_a_backfill_resumes_it_without_reading_a_page_tw
         ids.push(w.alice.send_text(&room, &format!("history message {i} from before the agent came")).await);
     }
     w.alice.invite(&room, &agent.user_id()).await;
-    let store = agent_store(&agent).await;
+    let store = agent.store().await;
     // Kill -9 once a page is read and the backfill is not over (pages take milliseconds: a tight poll).
     let deadline = std::time::Instant::now() + WAIT;
     while !store.backfill(&room).await.unwrap().is_some_and(|b| b.fetched > 0 && !b.done) {

@@ -46,23 +46,8 @@ pub async fn create(
     let description = description.map(str::trim).filter(|d| !d.is_empty());
     let key = txn.map(|txn| format!("card {txn}"));
     let intent = key.as_deref().map(|key| Intent { scope: agent.user_id.as_str(), key });
-    let earlier = match intent {
-        Some(intent) => {
-            replay::card_made_before::<AgentError>(tasks, &ctx.store, intent, &binding.board_id, title).await?
-        }
-        None => None,
-    };
-    let card = match earlier {
-        Some(card) => card,
-        None => {
-            let card = tasks.client.create_card(&binding.list_id, title, description).await?;
-            tasks.touch(&card.id);
-            if let Some(intent) = intent {
-                intent.done(&ctx.store, &card.id).await?;
-            }
-            card
-        }
-    };
+    let create = async { Ok(tasks.client.create_card(&binding.list_id, title, description).await?) };
+    let card = replay::card_once::<AgentError>(tasks, &ctx.store, intent, &binding.board_id, title, create).await?;
     let url = tasks.client.card_url(&card.id);
     let reference = ctx.store.remember_card(room.as_str(), &card.id, None).await?;
     let content = markdown::content(&strings::card_created(reference, &card.name, &url), true);
@@ -88,16 +73,7 @@ pub async fn comment(
     let text = strings::planka_comment(text, agent.user_id.as_str());
     let key = txn.map(|txn| format!("comment {txn}"));
     let intent = key.as_deref().map(|key| Intent { scope: agent.user_id.as_str(), key });
-    if let Some(intent) = intent
-        && replay::comment_made_before::<AgentError>(tasks, &ctx.store, intent, &card.id, &text).await?
-    {
-        return Ok(card.id);
-    }
-    let comment = tasks.client.comment(&card.id, &text).await?;
-    tasks.touch(&card.id);
-    if let Some(intent) = intent {
-        intent.done(&ctx.store, &comment.id).await?;
-    }
+    replay::comment_once::<AgentError>(tasks, &ctx.store, intent, &card.id, &text).await?;
     Ok(card.id)
 }
 

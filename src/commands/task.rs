@@ -88,23 +88,18 @@ async fn run_task(ctx: &Context, tasks: &Tasks, ev: &OriginalRoomMessageEvent, t
         TaskCommand::Create { title } => {
             let trigger = ev.event_id.as_str();
             let intent = Intent { scope: room, key: trigger };
-            let earlier = match ctx.store.card_by_trigger(room, trigger).await? {
-                Some(known) => Some(client.card(&known.card_id).await?),
+            let card = match ctx.store.card_by_trigger(room, trigger).await? {
+                Some(known) => client.card(&known.card_id).await?,
                 None => {
-                    replay::card_made_before::<Failure>(tasks, &ctx.store, intent, &binding.board_id, title).await?
-                }
-            };
-            let card = match earlier {
-                Some(card) => card,
-                None => {
-                    let description = match replied_to(ev) {
-                        Some(target) => Some(describe(ctx, ev, target).await),
-                        None => None,
+                    let create = async {
+                        let description = match replied_to(ev) {
+                            Some(target) => Some(describe(ctx, ev, target).await),
+                            None => None,
+                        };
+                        Ok(client.create_card(&binding.list_id, title, description.as_deref()).await?)
                     };
-                    let card = client.create_card(&binding.list_id, title, description.as_deref()).await?;
-                    tasks.touch(&card.id);
-                    intent.done(&ctx.store, &card.id).await?;
-                    card
+                    replay::card_once::<Failure>(tasks, &ctx.store, Some(intent), &binding.board_id, title, create)
+                        .await?
                 }
             };
             let reference = ctx.store.remember_card(room, &card.id, Some(trigger)).await?;
@@ -167,11 +162,7 @@ async fn run_task(ctx: &Context, tasks: &Tasks, ev: &OriginalRoomMessageEvent, t
             let (card, reference) = resolve_card(ctx, tasks, ev, &binding, card.as_ref()).await?;
             let text = strings::planka_comment(text, ev.sender.as_str());
             let intent = Intent { scope: room, key: ev.event_id.as_str() };
-            if !replay::comment_made_before::<Failure>(tasks, &ctx.store, intent, &card.id, &text).await? {
-                let comment = client.comment(&card.id, &text).await?;
-                intent.done(&ctx.store, &comment.id).await?;
-            }
-            tasks.touch(&card.id);
+            replay::comment_once::<Failure>(tasks, &ctx.store, Some(intent), &card.id, &text).await?;
             Ok(Reply::about(&card, strings::card_commented(reference, &card.name)))
         }
         TaskCommand::Assign { card, user } => {

@@ -18,15 +18,59 @@ pub struct Intent<'a> {
 
 impl Intent<'_> {
     /// Records what the write made (a card's or a comment's id).
-    pub async fn done(&self, store: &Store, made: &str) -> Result<(), StoreError> {
+    async fn done(&self, store: &Store, made: &str) -> Result<(), StoreError> {
         store.planka_intent_done(self.scope, self.key, made).await
     }
+}
+
+/// The card `intent` made: one an earlier try made, else the one `create` makes now (recorded
+/// for the next try). Without an intent, `create` alone.
+pub async fn card_once<E: From<StoreError> + From<PlankaError>>(
+    tasks: &Tasks,
+    store: &Store,
+    intent: Option<Intent<'_>>,
+    board_id: &str,
+    title: &str,
+    create: impl Future<Output = Result<Card, E>>,
+) -> Result<Card, E> {
+    if let Some(intent) = intent
+        && let Some(card) = card_made_before::<E>(tasks, store, intent, board_id, title).await?
+    {
+        return Ok(card);
+    }
+    let card = create.await?;
+    tasks.touch(&card.id);
+    if let Some(intent) = intent {
+        intent.done(store, &card.id).await?;
+    }
+    Ok(card)
+}
+
+/// Posts `text` on the card unless an earlier try of `intent` did. Without an intent, posts it.
+pub async fn comment_once<E: From<StoreError> + From<PlankaError>>(
+    tasks: &Tasks,
+    store: &Store,
+    intent: Option<Intent<'_>>,
+    card_id: &str,
+    text: &str,
+) -> Result<(), E> {
+    if let Some(intent) = intent
+        && comment_made_before::<E>(tasks, store, intent, card_id, text).await?
+    {
+        return Ok(());
+    }
+    let comment = tasks.client.comment(card_id, text).await?;
+    tasks.touch(card_id);
+    if let Some(intent) = intent {
+        intent.done(store, &comment.id).await?;
+    }
+    Ok(())
 }
 
 /// The card an earlier try of `intent` made, if any; the intent is recorded here. A try that
 /// lived recorded its card; otherwise the card is looked for on the board: by the agent, with
 /// this title, known to no room.
-pub async fn card_made_before<E: From<StoreError> + From<PlankaError>>(
+async fn card_made_before<E: From<StoreError> + From<PlankaError>>(
     tasks: &Tasks,
     store: &Store,
     intent: Intent<'_>,
@@ -55,7 +99,7 @@ pub async fn card_made_before<E: From<StoreError> + From<PlankaError>>(
 
 /// Whether an earlier try of `intent` posted the comment already; the intent is recorded here.
 /// Recorded, or found on the card: by the agent, this text, claimed by no other write.
-pub async fn comment_made_before<E: From<StoreError> + From<PlankaError>>(
+async fn comment_made_before<E: From<StoreError> + From<PlankaError>>(
     tasks: &Tasks,
     store: &Store,
     intent: Intent<'_>,

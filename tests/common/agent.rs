@@ -11,6 +11,8 @@ pub struct Agent {
     pub dir: PathBuf,
     pub config_path: PathBuf,
     pub url: String,
+    /// The database it runs on (the Options' or its own SQLite file).
+    pub database_url: String,
     env: Vec<(String, String)>,
     child: Option<Child>,
 }
@@ -36,7 +38,7 @@ impl Agent {
         let config_path = dir.join("conclave.toml");
         std::fs::write(&config_path, slot.config_toml(&hs, &db, &options.extra)).unwrap();
         let url = format!("http://127.0.0.1:{}", slot.port);
-        let mut agent = Self { slot, dir, config_path, url, env: options.env, child: None };
+        let mut agent = Self { slot, dir, config_path, url, database_url: db, env: options.env, child: None };
         agent.spawn().await;
         agent
     }
@@ -102,6 +104,11 @@ impl Agent {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// The agent's store, opened beside it (SQLite in WAL mode takes a second connection).
+    pub async fn store(&self) -> conclave_agent::store::Store {
+        conclave_agent::store::Store::connect(&self.database_url).await.unwrap()
     }
 
     /// Events waiting in the agent's inbox, from `/health`.
