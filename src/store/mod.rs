@@ -272,6 +272,33 @@ mod tests {
         assert_eq!(store.inbox_len().await.unwrap(), total as i64);
     }
 
+    #[tokio::test]
+    async fn acknowledged_deliveries_are_copied_from_the_wal_into_the_database_file_beside_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("s.db");
+        let store = Store::connect(&format!("sqlite://{}", file.display())).await.unwrap();
+        let size = || std::fs::metadata(&file).unwrap().len();
+        let before = size();
+        // About 2 MiB: far below the writer's own checkpoint (3,000 pages), and nothing commits
+        // on the pool's connection (whose checkpoints would copy it too).
+        let body = "x".repeat(1024);
+        for n in 0..40 {
+            let events = (0..50)
+                .map(|i| NewEvent {
+                    room_id: "!r".into(),
+                    event_id: format!("$e{n}-{i}"),
+                    json: format!(r#"{{"body":"{body}"}}"#).as_str().into(),
+                })
+                .collect();
+            assert!(store.ingest(&format!("t{n}"), events).await.unwrap());
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while size() < before + 2_000_000 {
+            assert!(std::time::Instant::now() < deadline, "the database file is still {} bytes", size());
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     #[test]
     fn db_kinds_from_urls() {
         assert_eq!(DbKind::from_url("sqlite://x.db"), Ok(DbKind::Sqlite));
