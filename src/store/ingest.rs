@@ -6,8 +6,9 @@
 //! requests never queue behind the dispatcher's statements on the pool's connection, each row is a
 //! cached prepared statement with no thread hand-off, and this connection alone runs
 //! `synchronous=FULL`, so an acknowledged delivery survives a power cut (its fsync of the WAL also
-//! covers the pool's earlier commits). A second thread checkpoints the WAL beside it. The pool's transactions begin IMMEDIATE on SQLite
-//! ([`super::Store::begin`]) so the two writers only ever wait for each other, never fail.
+//! covers the pool's earlier commits). A second thread checkpoints the WAL beside it. The pool's
+//! transactions begin IMMEDIATE on SQLite ([`super::Store::begin`]) so the two writers only ever
+//! wait for each other, never fail.
 //! On PostgreSQL the writer is a task on the pool.
 
 use super::{StoreError, Text, now_ms, storable};
@@ -124,20 +125,22 @@ pub(super) fn start(
             let open = |path: &str| open_sqlite(path).map_err(|e| StoreError::Write(format!("opening {path}: {e}")));
             let (conn, checkpoints) = (open(&path)?, open(&path)?);
             let (committed, commits) = std::sync::mpsc::sync_channel(1);
-            let spawn = |name: &str, work: Box<dyn FnOnce() + Send>| {
-                std::thread::Builder::new()
-                    .name(name.into())
-                    .spawn(work)
-                    .map_err(|e| StoreError::Write(format!("cannot start the {name}: {e}")))
-            };
-            spawn("wal-checkpointer", Box::new(move || checkpointer(checkpoints, commits)))?;
-            spawn("ingest-writer", Box::new(move || sqlite_writer(conn, queue, committed)))?;
+            spawn_thread("wal-checkpointer", move || checkpointer(checkpoints, commits))?;
+            spawn_thread("ingest-writer", move || sqlite_writer(conn, queue, committed))?;
         }
         None => {
             tokio::spawn(pool_writer(pool, queue));
         }
     }
     Ok(())
+}
+
+fn spawn_thread(name: &str, work: impl FnOnce() + Send + 'static) -> Result<(), StoreError> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(work)
+        .map(drop)
+        .map_err(|e| StoreError::Write(format!("cannot start the {name}: {e}")))
 }
 
 fn open_sqlite(path: &str) -> Result<rusqlite::Connection, String> {
